@@ -1,0 +1,54 @@
+"""What every backend offers, and the call log that counts remote round trips."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from typing import Any
+
+from rdplab.facts import Facts
+from rdplab.ops import BatchResult, Op
+
+
+class CallLog:
+    """Counts calls per (machine, phase). The budget is one per machine per phase."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.phase = "setup"
+
+    def record(self, machine: str) -> None:
+        self.counts[(machine, self.phase)] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def max_per_machine_phase(self) -> int:
+        return max(self.counts.values(), default=0)
+
+    def to_json(self) -> dict[str, int]:
+        return {f"{m}/{p}": n for (m, p), n in sorted(self.counts.items())}
+
+
+class Backend(ABC):
+    """One machine. ``apply`` and ``gather`` are one call each."""
+
+    def __init__(self, role: str, calls: CallLog) -> None:
+        self.role = role
+        self.calls = calls
+
+    @abstractmethod
+    def apply(self, ops: list[Op]) -> BatchResult: ...
+
+    @abstractmethod
+    def gather(self, request: dict[str, Any] | None = None) -> Facts: ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """State for the no-collateral diff: by default, the facts (one call)."""
+        facts = self.gather()
+        raw = dict(facts.raw)
+        raw.pop("probes", None)
+        raw.get("dns", {}).pop("cache", None)  # volatile
+        return raw

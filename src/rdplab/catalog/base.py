@@ -1,0 +1,179 @@
+"""What a fault is made of. Each fault lives in one module of this package, whole:
+its symptom, the story for trainees, how to break it, how to find it, how to fix it, and
+the sources its facts come from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rdplab.facts import Facts
+from rdplab.network import Network
+from rdplab.ops import Op
+
+Role = Literal["client", "host"]
+ROLES: tuple[Role, ...] = ("client", "host")
+Risk = Literal["safe", "lowers-security"]
+STAGES = ("name-resolution", "tcp", "x224", "tls", "credssp", "licensing")
+
+
+@dataclass(frozen=True)
+class Symptom:
+    """What the user sees and where the connection stops."""
+
+    stage: str
+    message: str
+    error_code: str = "0x904"
+    extended_code: str = "0x7"
+    negotiation_failure: int | None = None  # [MS-RDPBCGR] 2.2.1.2.2 failureCode
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "error_code": self.error_code,
+            "extended_code": self.extended_code,
+            "message": self.message,
+            "negotiation_failure": self.negotiation_failure,
+        }
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One way to repair the fault: ops per machine, one batch each."""
+
+    id: str
+    summary: str
+    ops: Mapping[Role, tuple[Op, ...]]
+    risk: Risk = "safe"
+    leaves: tuple[str, ...] = ()  # state paths this fix may leave changed ("host:registry/..")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "risk": self.risk,
+            "summary": self.summary,
+            "ops": {role: [o.to_json() for o in ops] for role, ops in self.ops.items()},
+            "leaves": list(self.leaves),
+        }
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The fault put on one role, in one variant: the ops that break it and its fixes."""
+
+    on: Role
+    breaks: Mapping[Role, tuple[Op, ...]]
+    fixes: tuple[Fix, ...]
+    variant: str = "default"
+    leaves: tuple[str, ...] = ()  # harmless break residue the no-collateral check allows
+
+    def fix(self, allow_lowers_security: bool) -> Fix:
+        """The fix to apply: the first safe one, or the first of all when opted in."""
+        if allow_lowers_security:
+            risky = [f for f in self.fixes if f.risk == "lowers-security"]
+            if risky:
+                return risky[0]
+        return next(f for f in self.fixes if f.risk == "safe")
+
+    def withheld(self, allow_lowers_security: bool) -> list[Fix]:
+        chosen = self.fix(allow_lowers_security)
+        return [f for f in self.fixes if f.risk == "lowers-security" and f is not chosen]
+
+
+@dataclass(frozen=True)
+class Finding:
+    fault: str
+    role: Role
+    summary: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fault": self.fault,
+            "role": self.role,
+            "summary": self.summary,
+            "evidence": dict(self.evidence),
+        }
+
+
+@dataclass(frozen=True)
+class DetectContext:
+    client: Facts
+    host: Facts
+    net: Network
+
+    def facts(self, role: Role) -> Facts:
+        return self.client if role == "client" else self.host
+
+
+Detector = Callable[[DetectContext], list[Finding]]
+
+
+@dataclass(frozen=True)
+class Fault:
+    id: str
+    title: str
+    symptom: Symptom
+    explanation: str
+    placements: tuple[Placement, ...]
+    detect: Detector
+    sources: tuple[str, ...]
+    baselines: Mapping[Role, str] = field(default_factory=dict)  # needs these machines
+    transport: str | None = None  # needs this transport (None: any)
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        return tuple(dict.fromkeys(p.on for p in self.placements))
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.variant for p in self.placements))
+
+    def placement(self, on: Role, variant: str = "default") -> Placement:
+        for p in self.placements:
+            if p.on == on and p.variant == variant:
+                return p
+        raise KeyError((on, variant))
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.placements[0]
+        return {
+            "id": self.id,
+            "title": self.title,
+            "roles": list(self.roles),
+            "variants": list(self.variants),
+            "symptom": self.symptom.to_json(),
+            "risk": first.fix(False).risk,
+            "explanation": self.explanation,
+            "break": [
+                {
+                    "on": p.on,
+                    "variant": p.variant,
+                    "ops": {role: [o.to_json() for o in ops] for role, ops in p.breaks.items()},
+                }
+                for p in self.placements
+            ],
+            "fix": [o.to_json() for ops in first.fix(False).ops.values() for o in ops],
+            "fixes": [
+                dict(f.to_json(), on=p.on, variant=p.variant)
+                for p in self.placements
+                for f in p.fixes
+            ],
+            "needs": {"baselines": dict(self.baselines), "transport": self.transport},
+            "sources": list(self.sources),
+        }
+
+
+def finding(fault: str, role: Role, summary: str, **evidence: Any) -> Finding:
+    return Finding(fault, role, summary, evidence)
+
+
+def op(op_name: str, /, **args: Any) -> Op:
+    """Shorthand for fault modules: ``op("reg.set", key=..., name=..., ...)``."""
+    return Op(op_name, args)
+
+
+def reg_dword(key: str, name: str, data: int | str) -> Op:
+    return op("reg.set", key=key, name=name, type="REG_DWORD", data=data)

@@ -1,0 +1,123 @@
+"""cert-revocation-unreachable: the client cannot check the host certificate's revocation.
+
+When the host presents a CA-issued certificate, the client checks its revocation at the
+CRL distribution point the certificate names. If that location cannot be reached, the
+client refuses the server certificate. The seed article's workaround is the policy value
+AllowCertRevocationCheck=0 under ...\\Terminal Services\\Client, which turns the check off
+and so lowers security; the safe fix makes the CRL reachable (docs/sources.md s2).
+"""
+
+from __future__ import annotations
+
+from rdplab import windows as win
+from rdplab.catalog.base import (
+    DetectContext,
+    Fault,
+    Finding,
+    Fix,
+    Placement,
+    Symptom,
+    finding,
+    op,
+    reg_dword,
+)
+from rdplab.twin.certs import RD_STORE
+
+ID = "cert-revocation-unreachable"
+
+
+def presented_certificate(ctx: DetectContext) -> dict[str, object] | None:
+    bound = ctx.host.value(win.RDP_TCP_KEY, "SSLCertificateSHA1Hash")
+    certs = [c for store in ctx.host.raw["certificates"].values() for c in store]
+    if bound is not None:
+        return next((c for c in certs if c["thumbprint"] == str(bound).upper()), None)
+    return next((c for c in ctx.host.certificates(RD_STORE) if c["key"] == "ok"), None)
+
+
+def probe_urls(host_facts_raw: dict[str, object]) -> list[str]:
+    """CRL locations of the host's certificates, for the client's gather probes."""
+    stores = host_facts_raw.get("certificates") or {}
+    assert isinstance(stores, dict)
+    return sorted({u for certs in stores.values() for c in certs for u in c.get("cdp", [])})
+
+
+def detect(ctx: DetectContext) -> list[Finding]:
+    cert = presented_certificate(ctx)
+    if not cert or not cert.get("cdp"):
+        return []
+    check = ctx.client.effective("revocation_check")
+    if check.value == 0:
+        return []
+    cdp = list(cert["cdp"])  # type: ignore[call-overload]
+    failed = {u: ctx.client.probe(u) for u in cdp}
+    bad = {u: p["detail"] if p else "not probed" for u, p in failed.items() if not (p and p["reachable"])}
+    if not bad:
+        return []
+    return [
+        finding(
+            ID,
+            "client",
+            "the client cannot reach the CRL of the host's certificate",
+            certificate=cert["thumbprint"],
+            unreachable=bad,
+            revocation_check=check.describe("AllowCertRevocationCheck"),
+        )
+    ]
+
+
+REACH = Fix(
+    "make-crl-reachable",
+    "Remove the hosts-file entry that sinkholes the CRL server, so the check can complete.",
+    {"client": (op("hosts.remove", name="{pki.name}"),)},
+)
+NO_CHECK = Fix(
+    "disable-revocation-check",
+    "Set AllowCertRevocationCheck=0 on the client (the seed article's workaround).",
+    {"client": (reg_dword(win.TS_CLIENT_POLICY_KEY, "AllowCertRevocationCheck", 0),)},
+    risk="lowers-security",
+    leaves=(
+        "client:registry/*Terminal Services\\Client/AllowCertRevocationCheck/*",
+        "client:hosts/{pki.name}",
+    ),
+)
+
+FAULT = Fault(
+    id=ID,
+    title="Certificate revocation check cannot complete",
+    symptom=Symptom("tls", "The client refuses the host's certificate: revocation status unknown."),
+    explanation=(
+        "When the host uses a certificate from a CA, the client checks that it has not "
+        "been revoked by downloading the CA's revocation list (CRL) from the address in "
+        "the certificate. If the client cannot reach that address (a proxy, a firewall, a "
+        "hosts-file sinkhole, no internet on the client's network), it cannot prove the "
+        "certificate is good and refuses to continue. The safe fix is to make the CRL "
+        "reachable. Turning the check off (AllowCertRevocationCheck=0) also works, but the "
+        "client would then accept a revoked certificate, so rdplab applies it only when a "
+        "scenario opts in."
+    ),
+    placements=(
+        Placement(
+            "client",
+            {
+                "host": (
+                    op("cert.import", store="My", pfx="{issued.pfx}", thumbprint="{issued.thumbprint}"),
+                    op(
+                        "reg.set",
+                        key=win.RDP_TCP_KEY,
+                        name="SSLCertificateSHA1Hash",
+                        type="REG_BINARY",
+                        data="{issued.thumbprint}",
+                    ),
+                ),
+                "client": (op("hosts.set", name="{pki.name}", address="0.0.0.0"),),
+            },
+            (REACH, NO_CHECK),
+            leaves=("host:certificates/*", "host:registry/*RDP-Tcp/SSLCertificateSHA1Hash/*"),
+        ),
+    ),
+    detect=detect,
+    sources=(
+        "Seed article: AllowCertRevocationCheck=0 under ...\\Terminal Services\\Client",
+        "docs/sources.md s2 (status of that value in Microsoft documentation)",
+    ),
+)

@@ -1,0 +1,107 @@
+"""firewall-blocked: the host's firewall drops the RDP port.
+
+Windows Defender Firewall blocks inbound traffic that no rule allows, and a matching block
+rule beats any allow rule (Microsoft Learn, "Windows Firewall rules"; docs/sources.md s9).
+Turning Remote Desktop on enables the built-in "Remote Desktop" rule group; if that group
+is disabled again, or someone adds a block rule for TCP 3389, SYNs to the listener are
+dropped silently and the client times out: error 0x904, extended 0x7.
+"""
+
+from __future__ import annotations
+
+from rdplab import windows as win
+from rdplab.catalog.base import (
+    DetectContext,
+    Fault,
+    Finding,
+    Fix,
+    Placement,
+    Symptom,
+    finding,
+    op,
+)
+
+ID = "firewall-blocked"
+BLOCK_RULE = "rdplab-Block-RDP-In"
+
+
+def detect(ctx: DetectContext) -> list[Finding]:
+    verdict = ctx.host.inbound(ctx.net.port, win.TS_PROGRAM)
+    if verdict.allowed:
+        return []
+    disabled = [r.name for r in ctx.host.fw_rules(group=win.RD_GROUP) if not r.enabled]
+    return [
+        finding(
+            ID,
+            "host",
+            f"inbound TCP {ctx.net.port} is blocked on the {ctx.host.firewall.active_profile}"
+            " profile",
+            verdict=verdict.reason,
+            block_rules=verdict.rules,
+            disabled_rd_rules=disabled,
+        )
+    ]
+
+
+FIX = Fix(
+    "enable-rd-rules",
+    "Enable the 'Remote Desktop' rule group and remove block rules on the RDP port.",
+    {
+        "host": (
+            op("fw.rule.set", match={"group": win.RD_GROUP}, enabled=True),
+            op(
+                "fw.rule.remove",
+                match={"direction": "In", "action": "Block", "protocol": "TCP", "local_port": "{port}"},
+            ),
+        )
+    },
+)
+
+FAULT = Fault(
+    id=ID,
+    title="Host firewall blocks the Remote Desktop port",
+    symptom=Symptom("tcp", "The connection times out: no answer to the TCP handshake."),
+    explanation=(
+        "The client sends its TCP SYN to port 3389 and hears nothing back, because the "
+        "host's Windows Defender Firewall drops the packet. Two ways get you here: the "
+        "built-in 'Remote Desktop' rules were disabled (by hand, by a GPO, or by a "
+        "hardening script), or a block rule covers TCP 3389, and a block rule always wins "
+        "over an allow rule. Check with Get-NetFirewallRule -DisplayGroup 'Remote Desktop' "
+        "and Test-NetConnection HOST -Port 3389 from the client. The fix turns the group "
+        "back on and removes the block rule, and touches no other rule."
+    ),
+    placements=(
+        Placement(
+            "host",
+            {"host": (op("fw.rule.set", match={"group": win.RD_GROUP}, enabled=False),)},
+            (FIX,),
+            variant="default",
+        ),
+        Placement(
+            "host",
+            {
+                "host": (
+                    op(
+                        "fw.rule.add",
+                        rule={
+                            "name": BLOCK_RULE,
+                            "display_name": "Block RDP (rdplab)",
+                            "direction": "In",
+                            "action": "Block",
+                            "protocol": "TCP",
+                            "local_port": "3389",
+                        },
+                    ),
+                )
+            },
+            (FIX,),
+            variant="block-rule",
+        ),
+    ),
+    detect=detect,
+    sources=(
+        "Microsoft Learn: Windows Firewall rules (block beats allow, per-profile defaults)",
+        "Default rule definitions RemoteDesktop-UserMode-In-TCP/UDP (docs/sources.md s9)",
+        "Seed article: check the firewall first",
+    ),
+)

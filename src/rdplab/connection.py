@@ -1,0 +1,186 @@
+"""The connection model: an RDP connection from client to host, stage by stage.
+
+name resolution -> TCP -> X.224 negotiation -> TLS -> CredSSP/NLA -> licensing. The sim
+provider computes it from the two twins; it reads the machines' own state, not the
+detectors' findings, so the lab suite checks one against the other.
+
+Negotiation follows [MS-RDPBCGR] 2.2.1.1.1 / 2.2.1.2.1 / 2.2.1.2.2: the client asks for
+TLS and CredSSP (PROTOCOL_SSL | PROTOCOL_HYBRID | PROTOCOL_HYBRID_EX, as mstsc does); the
+server picks one or answers a failure code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rdplab import policy
+from rdplab import windows as win
+from rdplab.catalog import credssp_oracle_mismatch as credssp
+from rdplab.network import Network
+from rdplab.twin.machine import Twin
+
+PROTOCOL_RDP, PROTOCOL_SSL, PROTOCOL_HYBRID, PROTOCOL_HYBRID_EX = 0x0, 0x1, 0x2, 0x8
+SSL_REQUIRED_BY_SERVER = 0x1
+SSL_NOT_ALLOWED_BY_SERVER = 0x2
+SSL_CERT_NOT_ON_SERVER = 0x3
+HYBRID_REQUIRED_BY_SERVER = 0x5
+CLIENT_REQUEST = PROTOCOL_SSL | PROTOCOL_HYBRID | PROTOCOL_HYBRID_EX
+
+
+@dataclass
+class Stage:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class ConnectionResult:
+    ok: bool
+    stages: list[Stage] = field(default_factory=list)
+    failed_stage: str | None = None
+    error_code: str | None = None
+    extended_code: str | None = None
+    negotiation_failure: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def evidence(self) -> str:
+        return self.stages[-1].detail if self.stages else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "failed_stage": self.failed_stage,
+            "error_code": self.error_code,
+            "extended_code": self.extended_code,
+            "negotiation_failure": self.negotiation_failure,
+            "stages": [vars(s) for s in self.stages],
+            "notes": list(self.notes),
+        }
+
+
+class _Run:
+    def __init__(self) -> None:
+        self.result = ConnectionResult(ok=False)
+
+    def passed(self, name: str, detail: str) -> None:
+        self.result.stages.append(Stage(name, True, detail))
+
+    def failed(self, name: str, detail: str, negotiation: int | None = None) -> ConnectionResult:
+        r = self.result
+        r.stages.append(Stage(name, False, detail))
+        r.failed_stage, r.error_code, r.extended_code = name, "0x904", "0x7"
+        r.negotiation_failure = negotiation
+        return r
+
+
+def connect(client: Twin, host: Twin, net: Network, host_address: str | None = None) -> ConnectionResult:
+    """Simulate mstsc on client dialing net.host_name. Runs the client's side effects
+    (resolver cache, MSLicensing recreation on an elevated run)."""
+    run = _Run()
+    host_address = host_address or net.host_address
+    port = net.target_port
+
+    # 1. name resolution
+    res = client.dns.resolve(net.host_name, net.zone)
+    if res.address is None:
+        return run.failed("name-resolution", f"{net.host_name} does not resolve")
+    run.passed("name-resolution", f"{net.host_name} -> {res.address} (from {res.source})")
+
+    # 2. TCP
+    out = client.firewall.evaluate("Out", "TCP", port)
+    if not out.allowed:
+        return run.failed("tcp", f"client firewall drops outbound TCP {port}: {out.reason}")
+    if res.address != host_address:
+        return run.failed(
+            "tcp",
+            f"SYN to {res.address}:{port} timed out: no machine there"
+            f" (the host is {host_address}; {res.source} answer is stale)",
+        )
+    program = win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
+    inbound = host.firewall.evaluate("In", "TCP", port, program)
+    if not inbound.allowed:
+        return run.failed("tcp", f"SYN to {res.address}:{port} timed out: host firewall: {inbound.reason}")
+    listening = host.listening()
+    if port not in listening:
+        why = []
+        if not host.services.running(win.TERMSERVICE):
+            why.append("TermService is stopped")
+        deny = policy.deny_ts_connections(host.lookup)
+        if deny.value != 0:
+            why.append(deny.describe("fDenyTSConnections"))
+        if listening:
+            why.append(f"listening on {sorted(listening)}")
+        return run.failed("tcp", f"connection to {res.address}:{port} refused ({'; '.join(why)})")
+    run.passed("tcp", f"connected to {res.address}:{port} ({listening[port]}); {inbound.reason}")
+
+    # 3. X.224 negotiation
+    layer = int(policy.security_layer(host.lookup).value)
+    nla = int(policy.user_authentication(host.lookup).value)
+    auth_level = int(policy.server_auth_level(client.lookup).value)
+    if layer == win.SECURITY_LAYER_RDP:
+        if auth_level == 2:
+            return run.failed(
+                "x224",
+                "server answered RDP_NEG_FAILURE SSL_NOT_ALLOWED_BY_SERVER (0x2); the client"
+                " requires server authentication (AuthenticationLevel=2) and will not fall"
+                " back to Standard RDP Security",
+                SSL_NOT_ALLOWED_BY_SERVER,
+            )
+        run.passed("x224", "SSL_NOT_ALLOWED_BY_SERVER; client reconnected with Standard RDP Security")
+        run.result.notes.append("server identity not verified (Standard RDP Security)")
+        selected = PROTOCOL_RDP
+    else:
+        selected = PROTOCOL_HYBRID if CLIENT_REQUEST & PROTOCOL_HYBRID else PROTOCOL_SSL
+        if nla and not CLIENT_REQUEST & PROTOCOL_HYBRID:
+            return run.failed("x224", "HYBRID_REQUIRED_BY_SERVER (0x5)", HYBRID_REQUIRED_BY_SERVER)
+        run.passed("x224", f"RDP_NEG_RSP selectedProtocol=0x{selected:x}")
+
+    # 4. TLS
+    if selected != PROTOCOL_RDP:
+        cert, why = host.tls_certificate()
+        if cert is None:
+            return run.failed("tls", f"TLS handshake failed: {why}")
+        cdp = cert.get("cdp") or []
+        check = policy.revocation_check(client.lookup)
+        if cdp and check.value != 0:
+            for url in cdp:
+                probe = client.probe_url(url)
+                if not probe["reachable"]:
+                    return run.failed(
+                        "tls", f"revocation check failed for {cert['thumbprint']}: {url}: {probe['detail']}"
+                    )
+        elif cdp:
+            run.result.notes.append("revocation check skipped: AllowCertRevocationCheck=0")
+        run.passed("tls", f"TLS with {cert['subject']} ({cert['thumbprint'][:12]}...): {why}")
+
+    # 5. CredSSP / NLA
+    if selected == PROTOCOL_HYBRID:
+        c_level = _level(client)
+        h_level = _level(host)
+        if not credssp.allowed(c_level, h_level):
+            return run.failed(
+                "credssp",
+                f"CredSSP refused: client '{c_level}' vs host '{h_level}' (KB 4093492 matrix)",
+            )
+        run.passed("credssp", f"CredSSP client '{c_level}' / host '{h_level}'")
+
+    # 6. licensing
+    from rdplab import mslicensing
+
+    problems = mslicensing.problems(client.registry_view([win.MSLICENSING_KEY]))
+    if problems:
+        return run.failed("licensing", f"client licensing store corrupt: {'; '.join(problems)}")
+    note = client.run_client()
+    run.passed("licensing", note or "client license store healthy")
+    run.result.ok = True
+    return run.result
+
+
+def _level(twin: Twin) -> str:
+    if not win.credssp_patched(twin.tspkg_version):
+        return credssp.NOT_UPDATED
+    value = int(policy.encryption_oracle(twin.lookup).value)
+    return win.ORACLE_NAMES.get(value, credssp.MITIGATED)

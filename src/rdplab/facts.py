@@ -1,0 +1,130 @@
+"""Typed facts: one machine's RDP-relevant state, as one gather call returns it.
+
+The document is the same whether the twin or agent.ps1 produced it; ``Facts.parse``
+rejects anything malformed with a message naming the machine and the field, so garbage
+from an agent never reaches a detector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rdplab import mslicensing, policy
+from rdplab import windows as win
+from rdplab.errors import BackendError
+from rdplab.twin.firewall import Firewall, Rule, Verdict
+
+_SECTIONS = {
+    "computer": dict,
+    "registry": dict,
+    "firewall": dict,
+    "services": dict,
+    "certificates": dict,
+    "dns": dict,
+    "credssp": dict,
+    "hotfixes": list,
+    "probes": dict,
+}
+
+
+@dataclass
+class Facts:
+    machine: str
+    raw: dict[str, Any]
+    _fw: Firewall | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, machine: str, raw: Any) -> Facts:
+        if not isinstance(raw, dict):
+            raise BackendError(machine, f"facts must be a JSON object, got {type(raw).__name__}")
+        for name, kind in _SECTIONS.items():
+            if not isinstance(raw.get(name), kind):
+                raise BackendError(
+                    machine, f"facts field {name!r} is missing or not a {kind.__name__}"
+                )
+        facts = cls(machine, raw)
+        try:
+            facts._fw = Firewall.from_json(raw["firewall"])
+            facts.tspkg_version  # noqa: B018 - validates the version string
+        except Exception as exc:  # any malformed section
+            raise BackendError(machine, f"facts are malformed: {exc}") from None
+        return facts
+
+    # -- registry ---------------------------------------------------------------------------
+    def _key(self, key: str) -> dict[str, Any] | None:
+        low = key.lower()
+        for path, body in self.raw["registry"].items():
+            if path.lower() == low:
+                return body  # type: ignore[no-any-return]
+        return None
+
+    def key_exists(self, key: str) -> bool:
+        return self._key(key) is not None
+
+    def value(self, key: str, name: str) -> Any:
+        body = self._key(key)
+        if body is None:
+            return None
+        for vname, v in body.get("values", {}).items():
+            if vname.lower() == name.lower():
+                return v["data"]
+        return None
+
+    # -- derived views ------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.raw["computer"]["name"])
+
+    @property
+    def firewall(self) -> Firewall:
+        assert self._fw is not None
+        return self._fw
+
+    def fw_rules(self, **match: Any) -> list[Rule]:
+        return [r for r in self.firewall.rules if r.matches(match)]
+
+    def inbound(self, port: int, program: str | None = None) -> Verdict:
+        return self.firewall.evaluate("In", "TCP", port, program)
+
+    def outbound(self, port: int) -> Verdict:
+        return self.firewall.evaluate("Out", "TCP", port)
+
+    def service(self, name: str) -> dict[str, Any] | None:
+        for n, s in self.raw["services"].items():
+            if n.lower() == name.lower():
+                return s  # type: ignore[no-any-return]
+        return None
+
+    def certificates(self, store: str) -> list[dict[str, Any]]:
+        return list(self.raw["certificates"].get(store, []))
+
+    @property
+    def hosts(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.raw["dns"].get("hosts", {}).items()}
+
+    @property
+    def dns_cache(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.raw["dns"].get("cache", {}).items()}
+
+    @property
+    def tspkg_version(self) -> str:
+        return str(self.raw["credssp"]["tspkg_version"])
+
+    @property
+    def credssp_patched(self) -> bool:
+        return win.credssp_patched(self.tspkg_version)
+
+    def mslicensing_problems(self) -> list[str]:
+        return mslicensing.problems(self.raw["registry"])
+
+    def probe(self, url: str) -> dict[str, Any] | None:
+        return self.raw["probes"].get(url)  # type: ignore[no-any-return]
+
+    # policy-aware settings
+    def effective(self, which: str) -> policy.Effective:
+        return getattr(policy, which)(self.value)  # type: ignore[no-any-return]
+
+    @property
+    def listener_port(self) -> int:
+        return policy.listener_port(self.value)

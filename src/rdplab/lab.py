@@ -1,0 +1,237 @@
+"""Lab files (labs/*.yaml): machines, network and scenarios, validated with line numbers.
+
+The format is documented in the README ("Writing a lab file"). Every error names the file,
+the line and the field, and nothing runs until the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rdplab import baselines, yamlfile
+from rdplab import catalog as cat
+from rdplab.catalog.base import ROLES, Fault, Placement, Role
+from rdplab.errors import LabFileError
+from rdplab.network import Network
+
+_ID = r"^[a-z0-9][a-z0-9-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MachineSpec(_Strict):
+    baseline: str
+    computer_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,15}$")
+
+
+class Machines(_Strict):
+    client: MachineSpec
+    host: MachineSpec
+
+
+class NetworkSpec(_Strict):
+    host_name: str = Network.host_name
+    host_address: str = Network.host_address
+    client_name: str = Network.client_name
+    client_address: str = Network.client_address
+    stale_address: str = Network.stale_address
+    pki_name: str = Network.pki_name
+    pki_address: str = Network.pki_address
+    port: int = Field(default=Network.port, ge=1, le=65535)
+
+
+class FaultRef(_Strict):
+    fault: str
+    on: Literal["client", "host"] | None = None
+    variant: str = "default"
+
+
+class ScenarioSpec(_Strict):
+    id: str = Field(pattern=_ID)
+    description: str = ""
+    faults: list[Any]
+    baselines: dict[Literal["client", "host"], str] = {}
+    transport: Literal["tcp", "websocket"] | None = None
+    allow_lowers_security: bool = False
+
+
+class LabSpec(_Strict):
+    name: str = Field(default="lab", pattern=_ID)
+    description: str = ""
+    machines: Machines
+    network: NetworkSpec = NetworkSpec()
+    scenarios: list[ScenarioSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class PlacedFault:
+    fault: Fault
+    placement: Placement
+
+    @property
+    def label(self) -> str:
+        p = self.placement
+        extra = "" if p.variant == "default" else f"/{p.variant}"
+        return f"{self.fault.id}@{p.on}{extra}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    description: str
+    faults: tuple[PlacedFault, ...]
+    baselines: dict[Role, str]
+    computer_names: dict[Role, str]
+    network: Network
+    allow_lowers_security: bool = False
+    line: int | None = None
+    baseline_search: tuple[Path, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return not self.faults
+
+    def expected(self) -> set[tuple[str, Role]]:
+        return {(pf.fault.id, pf.placement.on) for pf in self.faults}
+
+
+@dataclass
+class Lab:
+    path: Path
+    name: str
+    description: str
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    def scenario(self, sid: str) -> Scenario:
+        for s in self.scenarios:
+            if s.id == sid:
+                return s
+        raise KeyError(sid)
+
+
+def load_lab(path: str | Path, baseline_dir: Path | None = None) -> Lab:
+    doc = yamlfile.load(path)
+    if not isinstance(doc.data, dict):
+        raise LabFileError(str(doc.path), "a lab file must be a mapping with machines and scenarios", 1)
+    spec = doc.validate(LabSpec)
+    search = tuple(baselines.baseline_dirs(baseline_dir or doc.path.parent.parent / "fixtures" / "baselines"))
+    search = tuple(dict.fromkeys(p.resolve() for p in search))
+    for role in ROLES:
+        _check_baseline(doc, getattr(spec.machines, role).baseline, ("machines", role, "baseline"), search)
+    lab = Lab(doc.path, spec.name, spec.description)
+    seen: dict[str, int] = {}
+    for i, sc in enumerate(spec.scenarios):
+        loc: yamlfile.PathKey = ("scenarios", i)
+        if sc.id in seen:
+            raise doc.error((*loc, "id"), f"duplicate scenario id {sc.id!r} (first at scenarios[{seen[sc.id]}])")
+        seen[sc.id] = i
+        lab.scenarios.append(_scenario(doc, spec, sc, loc, search))
+    return lab
+
+
+def _check_baseline(doc: yamlfile.Located, name: str, loc: yamlfile.PathKey, search: tuple[Path, ...]) -> None:
+    try:
+        baselines.load_baseline(name, search)
+    except LabFileError as exc:
+        if exc.path.endswith(".yaml"):
+            raise  # the baseline file itself is broken: its own error is the useful one
+        raise doc.error(loc, exc.message.split(": ", 1)[-1]) from None
+
+
+def _scenario(
+    doc: yamlfile.Located, spec: LabSpec, sc: ScenarioSpec, loc: yamlfile.PathKey, search: tuple[Path, ...]
+) -> Scenario:
+    placed: list[PlacedFault] = []
+    wanted_baselines: dict[Role, tuple[str, str]] = {}
+    transport: tuple[str, str] | None = None
+    for j, ref in enumerate(sc.faults):
+        floc = (*loc, "faults", j)
+        if isinstance(ref, str):
+            r = FaultRef(fault=ref)
+        elif isinstance(ref, dict):
+            r = doc.validate(FaultRef, ref, base=floc)
+        else:
+            raise doc.error(floc, "must be a fault id or a mapping like {fault: ID, on: host}")
+        if r.fault not in cat.catalog():
+            raise doc.error(
+                (*floc, "fault") if not isinstance(ref, str) else floc,
+                f"unknown fault id {r.fault!r} (known: {', '.join(sorted(cat.catalog()))})",
+            )
+        fault = cat.get(r.fault)
+        if r.on is not None and r.on not in fault.roles:
+            raise doc.error(
+                (*floc, "on"), f"fault {fault.id} cannot be put on {r.on} (roles: {', '.join(fault.roles)})"
+            )
+        if r.variant not in fault.variants:
+            raise doc.error(
+                (*floc, "variant"),
+                f"fault {fault.id} has no variant {r.variant!r} (variants: {', '.join(fault.variants)})",
+            )
+        roles = [r.on] if r.on else [p.on for p in fault.placements if p.variant == r.variant]
+        for role in dict.fromkeys(roles):
+            try:
+                pl = fault.placement(role, r.variant)
+            except KeyError:
+                raise doc.error(floc, f"fault {fault.id} has no variant {r.variant!r} on {role}") from None
+            pf = PlacedFault(fault, pl)
+            if any(p.fault.id == fault.id and p.placement.on == role for p in placed):
+                raise doc.error(floc, f"fault {fault.id} is placed on {role} twice")
+            placed.append(pf)
+        for role, name in fault.baselines.items():
+            if role in wanted_baselines and wanted_baselines[role][0] != name:
+                raise doc.error(
+                    floc,
+                    f"fault {fault.id} needs {role} baseline {name!r} but"
+                    f" {wanted_baselines[role][1]} needs {wanted_baselines[role][0]!r}",
+                )
+            wanted_baselines[role] = (name, fault.id)
+        if fault.transport:
+            if transport and transport[0] != fault.transport:
+                raise doc.error(floc, f"fault {fault.id} needs transport {fault.transport}, {transport[1]} needs {transport[0]}")
+            transport = (fault.transport, fault.id)
+    chosen: dict[Role, str] = {}
+    for role in ROLES:
+        default = getattr(spec.machines, role).baseline
+        if role in sc.baselines:
+            chosen[role] = sc.baselines[role]
+            _check_baseline(doc, chosen[role], (*loc, "baselines", role), search)
+            need = wanted_baselines.get(role)
+            if need and need[0] != chosen[role]:
+                raise doc.error(
+                    (*loc, "baselines", role), f"fault {need[1]} needs {role} baseline {need[0]!r}"
+                )
+        else:
+            chosen[role] = wanted_baselines.get(role, (default, ""))[0]
+            _check_baseline(doc, chosen[role], (*loc, "faults"), search)
+    if sc.transport and transport and sc.transport != transport[0]:
+        raise doc.error((*loc, "transport"), f"fault {transport[1]} needs transport {transport[0]}")
+    net_spec = spec.network.model_dump()
+    network = Network(**net_spec, transport=sc.transport or (transport[0] if transport else "tcp"))  # type: ignore[arg-type]
+    names: dict[Role, str] = {
+        role: getattr(spec.machines, role).computer_name or _computer_name(network, role) for role in ROLES
+    }
+    return Scenario(
+        id=sc.id,
+        description=sc.description,
+        faults=tuple(placed),
+        baselines=chosen,
+        computer_names=names,
+        network=network,
+        allow_lowers_security=sc.allow_lowers_security,
+        line=doc.line_of(loc),
+        baseline_search=search,
+    )
+
+
+def _computer_name(net: Network, role: Role) -> str:
+    fqdn = net.host_name if role == "host" else net.client_name
+    return re.split(r"\.", fqdn)[0].upper()[:15]
+
+

@@ -1,0 +1,38 @@
+"""The provider interface: reset a lab for a scenario, hand out backends, connect."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from rdplab.backends.base import Backend, CallLog
+from rdplab.catalog.base import Role
+from rdplab.connection import ConnectionResult
+from rdplab.lab import Scenario
+
+
+@dataclass
+class LabMachines:
+    client: Backend
+    host: Backend
+    calls: CallLog
+
+    def backend(self, role: Role) -> Backend:
+        return self.client if role == "client" else self.host
+
+
+class Provider(ABC):
+    name: str = ""
+    #: what the machines are, for reports ("in-process twins; no Windows ran")
+    runs_on: str = ""
+
+    @abstractmethod
+    def reset(self, scenario: Scenario) -> LabMachines:
+        """Bring both machines to their healthy baseline for this scenario."""
+
+    @abstractmethod
+    def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
+        """Try the RDP connection client -> host; return the stage-by-stage result."""
+
+    def close(self) -> None:
+        """Release what the provider holds (sessions, VMs it started)."""

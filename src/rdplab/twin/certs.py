@@ -1,0 +1,263 @@
+"""Certificate stores and MachineKeys, with real X.509 certificates (``cryptography``).
+
+TermService keeps its self-signed certificate in the LocalMachine "Remote Desktop" store,
+its private key as a file under %ProgramData%\\Microsoft\\Crypto\\RSA\\MachineKeys
+(docs/sources.md, section 6). The twin keeps the same split: a certificate entry points at
+a key file, and the key file can be healthy, corrupt or missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from rdplab.errors import OpError
+
+RD_STORE = "Remote Desktop"
+SELF_SIGNED_VALIDITY = dt.timedelta(days=182)  # about six months, renewed by TermService
+_POOL_SIZE = 4
+
+
+@lru_cache(maxsize=_POOL_SIZE)
+def _pooled_key(slot: int) -> rsa.RSAPrivateKey:
+    # RSA key generation costs tens of milliseconds; the twin reuses a small pool so the
+    # whole scenario matrix stays fast. Thumbprints still differ (serial and dates).
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+_slots = itertools.count()
+
+
+def _next_key() -> rsa.RSAPrivateKey:
+    return _pooled_key(next(_slots) % _POOL_SIZE)
+
+
+def thumbprint(cert: x509.Certificate) -> str:
+    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+
+
+def _build(
+    subject: str,
+    issuer: x509.Name | None,
+    signer: rsa.RSAPrivateKey,
+    key: rsa.RSAPrivateKey,
+    days: dt.timedelta,
+    ca: bool = False,
+    cdp: str | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + days)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        ).add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=False,
+        )
+    if cdp:
+        builder = builder.add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        full_name=[x509.UniformResourceIdentifier(cdp)],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+@dataclass
+class CertEntry:
+    """A certificate in a store, with the name of its MachineKeys file."""
+
+    pem: str
+    key_file: str
+
+    @property
+    def cert(self) -> x509.Certificate:
+        return _parse(self.pem)
+
+    def describe(self) -> dict[str, Any]:
+        c = self.cert
+        try:
+            cdp_ext = c.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+            cdp = [
+                n.value
+                for dp in cdp_ext
+                for n in (dp.full_name or [])
+                if isinstance(n, x509.UniformResourceIdentifier)
+            ]
+        except x509.ExtensionNotFound:
+            cdp = []
+        try:
+            eku = [o.dotted_string for o in c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value]
+        except x509.ExtensionNotFound:
+            eku = []
+        return {
+            "thumbprint": thumbprint(c),
+            "subject": c.subject.rfc4514_string(),
+            "issuer": c.issuer.rfc4514_string(),
+            "not_before": c.not_valid_before_utc.isoformat(),
+            "not_after": c.not_valid_after_utc.isoformat(),
+            "self_signed": c.subject == c.issuer,
+            "eku": eku,
+            "cdp": cdp,
+            "key_file": self.key_file,
+        }
+
+
+@lru_cache(maxsize=256)
+def _parse(pem: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def _key_file_name(cert: x509.Certificate) -> str:
+    # CAPI key containers are named by a hash plus the machine GUID; any stable unique
+    # name serves the twin.
+    return f"{thumbprint(cert)[:32].lower()}_machineguid"
+
+
+def make_self_signed(computer_name: str) -> CertEntry:
+    key = _next_key()
+    cert = _build(computer_name, None, key, key, SELF_SIGNED_VALIDITY)
+    return CertEntry(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_file_name(cert))
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """A lab-CA-issued server certificate, ready for cert.import."""
+
+    pfx_b64: str
+    thumbprint: str
+    cdp: str
+
+
+@lru_cache(maxsize=16)
+def lab_ca_issued(subject: str, cdp: str) -> IssuedCert:
+    """A server certificate for subject issued by the lab CA, with a CRL distribution point."""
+    ca_key = _pooled_key(0)
+    ca_cert = _build("rdplab Lab CA", None, ca_key, ca_key, dt.timedelta(days=3650), ca=True)
+    key = _pooled_key(1)
+    cert = _build(subject, ca_cert.subject, ca_key, key, dt.timedelta(days=365), cdp=cdp)
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"rdplab", key, cert, [ca_cert], serialization.NoEncryption()
+    )
+    return IssuedCert(base64.b64encode(pfx).decode(), thumbprint(cert), cdp)
+
+
+@dataclass
+class CertStores:
+    stores: dict[str, list[CertEntry]] = field(default_factory=dict)
+    machinekeys: dict[str, str] = field(default_factory=dict)  # key file -> ok | corrupt
+
+    def entries(self, store: str) -> list[CertEntry]:
+        return self.stores.setdefault(store, [])
+
+    def key_status(self, entry: CertEntry) -> str:
+        return self.machinekeys.get(entry.key_file, "missing")
+
+    def usable(self, entry: CertEntry, now: dt.datetime | None = None) -> bool:
+        now = now or dt.datetime.now(dt.UTC)
+        c = entry.cert
+        return (
+            self.key_status(entry) == "ok"
+            and c.not_valid_before_utc <= now <= c.not_valid_after_utc
+        )
+
+    def find(self, thumb: str) -> CertEntry | None:
+        for entries in self.stores.values():
+            for e in entries:
+                if thumbprint(e.cert) == thumb.upper():
+                    return e
+        return None
+
+    # -- ops --------------------------------------------------------------------------------
+    def add(self, store: str, entry: CertEntry) -> None:
+        self.entries(store).append(entry)
+        self.machinekeys[entry.key_file] = "ok"
+
+    def import_pfx(self, store: str, pfx_b64: str, expect_thumbprint: str) -> bool:
+        try:
+            key, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(pfx_b64), None)
+        except ValueError as exc:
+            raise OpError(f"cert.import: the PFX does not load ({exc})") from None
+        if cert is None or key is None:
+            raise OpError("cert.import: the PFX holds no certificate with a private key")
+        if thumbprint(cert) != expect_thumbprint.upper():
+            raise OpError("cert.import: the PFX's thumbprint is not the one the op names")
+        if any(thumbprint(e.cert) == thumbprint(cert) for e in self.entries(store)):
+            return False
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        self.add(store, CertEntry(pem, _key_file_name(cert)))
+        return True
+
+    def remove(self, store: str, which: str) -> list[str]:
+        removed = []
+        keep = []
+        for e in self.entries(store):
+            hit = (
+                which == "all"
+                or (which == "unusable" and not self.usable(e))
+                or thumbprint(e.cert) == which.upper()
+            )
+            if hit:
+                removed.append(thumbprint(e.cert))
+                self.machinekeys.pop(e.key_file, None)
+            else:
+                keep.append(e)
+        self.stores[store] = keep
+        return removed
+
+    def corrupt_keys(self, store: str) -> int:
+        n = 0
+        for e in self.entries(store):
+            if self.machinekeys.get(e.key_file) != "corrupt":
+                self.machinekeys[e.key_file] = "corrupt"
+                n += 1
+        return n
+
+    # -- snapshot ---------------------------------------------------------------------------
+    def facts(self) -> dict[str, Any]:
+        return {
+            store: [dict(e.describe(), key=self.key_status(e)) for e in entries]
+            for store, entries in sorted(self.stores.items())
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"stores": self.facts(), "machinekeys": dict(sorted(self.machinekeys.items()))}

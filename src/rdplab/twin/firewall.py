@@ -1,0 +1,240 @@
+"""Windows Defender Firewall twin.
+
+Evaluation as Microsoft Learn describes it ("Windows Firewall rules", see
+docs/sources.md): each profile is enabled and configured on its own; a rule applies only
+to the profiles it lists; a matching block rule beats a matching allow rule; with no
+matching rule the profile's default action for that direction applies.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from rdplab.errors import OpError
+
+PROFILES = ("Domain", "Private", "Public")
+RULE_FIELDS = (
+    "name",
+    "display_name",
+    "group",
+    "direction",
+    "action",
+    "protocol",
+    "local_port",
+    "remote_port",
+    "program",
+    "profiles",
+    "enabled",
+)
+MATCH_KEYS = ("name", "group", "direction", "action", "protocol", "local_port", "remote_port")
+
+
+def _ports(value: Any) -> list[str]:
+    if value in (None, "", "Any"):
+        return ["Any"]
+    if isinstance(value, int):
+        return [str(value)]
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return [str(p) for p in value]
+
+
+def port_matches(ports: list[str], port: int) -> bool:
+    for p in ports:
+        if p == "Any":
+            return True
+        if "-" in p:
+            lo, hi = p.split("-", 1)
+            if int(lo) <= port <= int(hi):
+                return True
+        elif p.isdigit() and int(p) == port:
+            return True
+    return False
+
+
+@dataclass
+class Rule:
+    name: str
+    display_name: str = ""
+    group: str = ""
+    direction: str = "In"
+    action: str = "Allow"
+    protocol: str = "TCP"
+    local_port: list[str] = field(default_factory=lambda: ["Any"])
+    remote_port: list[str] = field(default_factory=lambda: ["Any"])
+    program: str = "Any"
+    profiles: list[str] = field(default_factory=lambda: ["Any"])
+    enabled: bool = True
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Rule:
+        unknown = set(data) - set(RULE_FIELDS)
+        if unknown:
+            raise OpError(f"firewall rule: unknown field(s) {sorted(unknown)}")
+        if "name" not in data:
+            raise OpError("firewall rule: missing field 'name'")
+        rule = cls(
+            name=str(data["name"]),
+            display_name=str(data.get("display_name", data["name"])),
+            group=str(data.get("group", "")),
+            direction=str(data.get("direction", "In")),
+            action=str(data.get("action", "Allow")),
+            protocol=str(data.get("protocol", "TCP")),
+            local_port=_ports(data.get("local_port")),
+            remote_port=_ports(data.get("remote_port")),
+            program=str(data.get("program", "Any")),
+            profiles=_ports(data.get("profiles")),
+            enabled=bool(data.get("enabled", True)),
+        )
+        if rule.direction not in ("In", "Out"):
+            raise OpError(f"firewall rule {rule.name}: direction must be In or Out")
+        if rule.action not in ("Allow", "Block"):
+            raise OpError(f"firewall rule {rule.name}: action must be Allow or Block")
+        return rule
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "group": self.group,
+            "direction": self.direction,
+            "action": self.action,
+            "protocol": self.protocol,
+            "local_port": list(self.local_port),
+            "remote_port": list(self.remote_port),
+            "program": self.program,
+            "profiles": list(self.profiles),
+            "enabled": self.enabled,
+        }
+
+    def matches(self, selector: dict[str, Any]) -> bool:
+        for key, want in selector.items():
+            if key not in MATCH_KEYS:
+                raise OpError(f"firewall selector: unknown key {key!r} (known: {MATCH_KEYS})")
+            if key in ("local_port", "remote_port"):
+                ports = self.local_port if key == "local_port" else self.remote_port
+                if not any(port_matches(ports, int(p)) for p in _ports(want) if p != "Any"):
+                    return False
+            elif str(getattr(self, key)).lower() != str(want).lower():
+                return False
+        return True
+
+    def applies(
+        self, direction: str, protocol: str, port: int, profile: str, program: str | None = None
+    ) -> bool:
+        if not self.enabled or self.direction != direction:
+            return False
+        if self.program != "Any" and program is not None and self.program.lower() != program.lower():
+            return False
+        if self.protocol not in ("Any", protocol):
+            return False
+        if "Any" not in self.profiles and profile not in self.profiles:
+            return False
+        ports = self.local_port if direction == "In" else self.remote_port
+        return port_matches(ports, port)
+
+
+@dataclass
+class Profile:
+    enabled: bool = True
+    default_inbound: str = "Block"
+    default_outbound: str = "Allow"
+
+
+@dataclass
+class Verdict:
+    allowed: bool
+    reason: str
+    rules: list[str]
+
+
+class Firewall:
+    def __init__(
+        self, profiles: dict[str, Profile], rules: list[Rule], active_profile: str
+    ) -> None:
+        self.profiles = profiles
+        self.rules = rules
+        self.active_profile = active_profile
+
+    def evaluate(
+        self, direction: str, protocol: str, port: int, program: str | None = None
+    ) -> Verdict:
+        """Would a packet on the active profile pass? Block beats allow.
+
+        ``program`` is the process that owns the local socket; a rule scoped to another
+        program does not apply (None: ignore program scoping)."""
+        profile = self.profiles[self.active_profile]
+        if not profile.enabled:
+            return Verdict(True, f"{self.active_profile} profile firewall is off", [])
+        matching = [
+            r
+            for r in self.rules
+            if r.applies(direction, protocol, port, self.active_profile, program)
+        ]
+        blocks = [r.name for r in matching if r.action == "Block"]
+        if blocks:
+            return Verdict(False, f"block rule(s) {', '.join(blocks)} match", blocks)
+        allows = [r.name for r in matching if r.action == "Allow"]
+        if allows:
+            return Verdict(True, f"allowed by {', '.join(allows)}", allows)
+        default = profile.default_inbound if direction == "In" else profile.default_outbound
+        return Verdict(
+            default == "Allow",
+            f"no rule matches {direction.lower()}bound {protocol} {port}; "
+            f"{self.active_profile} profile default is {default}",
+            [],
+        )
+
+    # -- ops --------------------------------------------------------------------------------
+    def add(self, data: dict[str, Any]) -> bool:
+        rule = Rule.from_json(data)
+        for i, existing in enumerate(self.rules):
+            if existing.name.lower() == rule.name.lower():
+                if existing == rule:
+                    return False
+                self.rules[i] = rule
+                return True
+        self.rules.append(rule)
+        return True
+
+    def select(self, selector: dict[str, Any]) -> list[Rule]:
+        if not selector:
+            raise OpError("firewall selector is empty: refusing to touch every rule")
+        return [r for r in self.rules if r.matches(selector)]
+
+    def set(self, selector: dict[str, Any], enabled: bool | None, action: str | None) -> int:
+        changed = 0
+        for rule in self.select(selector):
+            before = (rule.enabled, rule.action)
+            if enabled is not None:
+                rule.enabled = enabled
+            if action is not None:
+                if action not in ("Allow", "Block"):
+                    raise OpError(f"fw.rule.set: action must be Allow or Block, not {action!r}")
+                rule.action = action
+            changed += before != (rule.enabled, rule.action)
+        return changed
+
+    def remove(self, selector: dict[str, Any]) -> int:
+        doomed = self.select(selector)
+        self.rules = [r for r in self.rules if r not in doomed]
+        return len(doomed)
+
+    # -- snapshot ---------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "active_profile": self.active_profile,
+            "profiles": {n: copy.copy(vars(p)) for n, p in self.profiles.items()},
+            "rules": {r.name: r.to_json() for r in self.rules},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Firewall:
+        profiles = {name: Profile(**data.get("profiles", {}).get(name, {})) for name in PROFILES}
+        rules = [Rule.from_json(r) for r in data.get("rules", [])]
+        active = data.get("active_profile", "Private")
+        if active not in PROFILES:
+            raise OpError(f"firewall: active_profile must be one of {PROFILES}")
+        return cls(profiles, rules, active)

@@ -1,0 +1,332 @@
+"""The twin: one simulated Windows machine, composed of its subsystems.
+
+``apply`` runs an op batch (one call, like agent.ps1) and ``gather`` returns the same facts
+document the agent returns. A batch that fails half-way is rolled back to the exact state
+before the batch, and the result says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from rdplab import mslicensing, policy
+from rdplab import windows as win
+from rdplab.errors import OpError, RdplabError
+from rdplab.ops import BatchResult, Op, OpResult, validate_op
+from rdplab.twin.certs import RD_STORE, CertStores, make_self_signed, thumbprint
+from rdplab.twin.dns import DnsClient
+from rdplab.twin.firewall import Firewall, port_matches
+from rdplab.twin.registry import Registry
+from rdplab.twin.services import Services
+
+# (twin, address) -> whether an HTTP endpoint answers there; set by the sim network.
+HttpReach = Callable[[str], bool]
+
+
+@dataclass
+class Computer:
+    name: str
+    os_caption: str
+    os_build: str  # e.g. 10.0.20348.1
+    kind: str  # client | server
+
+
+@dataclass
+class Twin:
+    computer: Computer
+    registry: Registry
+    firewall: Firewall
+    services: Services
+    certs: CertStores
+    dns: DnsClient
+    hotfixes: list[str]
+    tspkg_version: str
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    zone: Mapping[str, str] = field(default_factory=dict)  # the lab's DNS server
+    http_reach: HttpReach = field(default=lambda address: False)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def lookup(self, key: str, name: str) -> Any:
+        value = self.registry.get(key, name)
+        return None if value is None else value.data
+
+    @property
+    def name(self) -> str:
+        return self.computer.name
+
+    def listening(self) -> dict[int, str]:
+        """Ports the Remote Desktop listeners answer on, with what listens."""
+        if not self.services.running(win.TERMSERVICE):
+            return {}
+        if policy.deny_ts_connections(self.lookup).value != 0:
+            return {}
+        ports = {policy.listener_port(self.lookup): "RDP-Tcp"}
+        for p in win.WEBSOCKET_PORTS:
+            ports[p] = "RDP WebSocket"
+        return ports
+
+    def tls_certificate(self) -> tuple[dict[str, Any] | None, str]:
+        """The certificate the listener presents, or None with the reason."""
+        bound = self.lookup(win.RDP_TCP_KEY, "SSLCertificateSHA1Hash")
+        if bound is not None:
+            entry = self.certs.find(bytes.fromhex(bound).hex().upper())
+            if entry is None:
+                return None, f"SSLCertificateSHA1Hash names {bound.upper()}, which no store holds"
+            if not self.certs.usable(entry):
+                return None, f"bound certificate's private key is {self.certs.key_status(entry)}"
+            return entry.describe(), "bound by SSLCertificateSHA1Hash"
+        entries = self.certs.entries(RD_STORE)
+        if not entries:
+            return None, "no certificate in the 'Remote Desktop' store"
+        for e in entries:
+            if self.certs.usable(e):
+                return e.describe(), "self-signed certificate from the 'Remote Desktop' store"
+        e = entries[0]
+        return None, (
+            f"certificate {thumbprint(e.cert)} in 'Remote Desktop' is unusable:"
+            f" private key {self.certs.key_status(e)} in MachineKeys ({e.key_file})"
+        )
+
+    def _termservice_started(self) -> str:
+        """TermService start: make a fresh self-signed certificate when none is there.
+
+        An expired one is replaced; one whose key is corrupt or missing is left in place
+        (TermService logs an error and TLS fails) until someone deletes it.
+        """
+        entries = self.certs.entries(RD_STORE)
+        if any(self.certs.usable(e) for e in entries):
+            return ""
+        if any(self.certs.key_status(e) != "ok" for e in entries):
+            return "existing certificate kept: its private key is unusable"
+        self.certs.remove(RD_STORE, "all")
+        self.certs.add(RD_STORE, make_self_signed(self.computer.name))
+        return "created a new self-signed certificate in 'Remote Desktop'"
+
+    def run_client(self) -> str:
+        """What an elevated mstsc run does to client state: recreate MSLicensing if absent."""
+        if self.registry.key(win.MSLICENSING_KEY) is not None:
+            return ""
+        hwid = os.urandom(mslicensing.HWID_BYTES).hex()
+        self.registry.set(win.MSLICENSING_KEY + r"\HardwareID", "ClientHWID", "REG_BINARY", hwid)
+        self.registry.create_key(win.MSLICENSING_KEY + r"\Store\LICENSE000")
+        return "MSLicensing recreated by the elevated client run"
+
+    # -- ops ------------------------------------------------------------------------------------
+    def apply(self, ops: list[Op]) -> BatchResult:
+        """Run a batch. On the first error, roll the whole machine back and stop."""
+        for op in ops:
+            validate_op(op)
+        saved = self._save()
+        results: list[OpResult] = []
+        for op in ops:
+            try:
+                results.append(self._apply_one(op, any(r.changed for r in results)))
+            except RdplabError as exc:
+                self._load(saved)
+                results.append(OpResult(op.name, False, "rolled back the batch", error=exc.message))
+                for r in results[:-1]:
+                    r.changed = False
+                    r.detail += " (rolled back)"
+                break
+        return BatchResult(results)
+
+    def _save(self) -> dict[str, Any]:
+        return {k: copy.deepcopy(getattr(self, k)) for k in _STATE}
+
+    def _load(self, saved: dict[str, Any]) -> None:
+        for k, v in saved.items():
+            setattr(self, k, v)
+
+    def _backup(self, key: str) -> str:
+        self.journal.append({"key": key, "export": self.registry.export(key)})
+        return f"twin://{self.computer.name}/backup/{len(self.journal)}"
+
+    def _apply_one(self, op: Op, changed_before: bool) -> OpResult:
+        a = op.args
+        name = op.name
+        if name == "reg.set":
+            before = self.registry.get(a["key"], a["name"])
+            if before is not None and before.type == a["type"] and before.data == a["data"]:
+                return OpResult(name, False, f"{a['key']}\\{a['name']} already {a['data']!r}")
+            backup = self._backup(a["key"])
+            self.registry.set(a["key"], a["name"], a["type"], a["data"])
+            was = "absent" if before is None else repr(before.data)
+            return OpResult(name, True, f"{a['key']}\\{a['name']}: {was} -> {a['data']!r}", backup)
+        if name == "reg.delete":
+            key, value = a["key"], a.get("name")
+            present = (
+                self.registry.get(key, value) is not None
+                if value
+                else self.registry.key(key) is not None
+            )
+            target = key + "\\" + value if value else key
+            if not present:
+                return OpResult(name, False, f"{target} already absent")
+            backup = self._backup(key)
+            if value:
+                self.registry.delete_value(key, value)
+            else:
+                self.registry.delete_key(key)
+            return OpResult(name, True, f"deleted {target}", backup)
+        if name == "fw.rule.add":
+            changed = self.firewall.add(a["rule"])
+            return OpResult(name, changed, f"rule {a['rule'].get('name')}")
+        if name == "fw.rule.set":
+            n = self.firewall.set(a["match"], a.get("enabled"), a.get("action"))
+            return OpResult(name, n > 0, f"{n} rule(s) changed matching {a['match']}")
+        if name == "fw.rule.remove":
+            n = self.firewall.remove(a["match"])
+            return OpResult(name, n > 0, f"{n} rule(s) removed matching {a['match']}")
+        if name == "svc.start":
+            changed = self.services.start(a["name"])
+            note = self._termservice_started() if changed and _is_ts(a["name"]) else ""
+            return OpResult(name, changed, _join(f"{a['name']} running", note))
+        if name == "svc.stop":
+            return OpResult(name, self.services.stop(a["name"]), f"{a['name']} stopped")
+        if name == "svc.restart":
+            if a.get("if_changed") and not changed_before:
+                return OpResult(name, False, f"{a['name']}: nothing changed, no restart")
+            self.services.stop(a["name"])
+            self.services.start(a["name"])
+            note = self._termservice_started() if _is_ts(a["name"]) else ""
+            return OpResult(name, True, _join(f"{a['name']} restarted", note))
+        if name == "svc.config":
+            changed = self.services.config(a["name"], a["start_type"])
+            return OpResult(name, changed, f"{a['name']} start type {a['start_type']}")
+        if name == "cert.import":
+            changed = self.certs.import_pfx(a["store"], a["pfx"], a["thumbprint"])
+            return OpResult(name, changed, f"{a['thumbprint']} in {a['store']}")
+        if name == "cert.remove":
+            removed = self.certs.remove(a["store"], a["which"])
+            return OpResult(name, bool(removed), f"removed {removed or 'nothing'} from {a['store']}")
+        if name == "machinekeys.corrupt":
+            n = self.certs.corrupt_keys(a["store"])
+            return OpResult(name, n > 0, f"{n} private key file(s) overwritten")
+        if name == "dns.flush":
+            changed = self.dns.flush_if_stale(a["name"], a["expect"])
+            return OpResult(name, changed, "cache flushed" if changed else "no stale entry")
+        if name == "dns.cache.seed":
+            changed = self.dns.cache.get(a["name"].lower()) != a["address"]
+            self.dns.cache[a["name"].lower()] = a["address"]
+            return OpResult(name, changed, f"cache {a['name']} -> {a['address']}")
+        if name == "hosts.set":
+            changed = self.dns.hosts.get(a["name"].lower()) != a["address"]
+            self.dns.hosts[a["name"].lower()] = a["address"]
+            # Windows preloads hosts entries into the resolver cache
+            self.dns.cache.pop(a["name"].lower(), None)
+            return OpResult(name, changed, f"hosts {a['name']} -> {a['address']}")
+        if name == "hosts.remove":
+            changed = self.dns.hosts.pop(a["name"].lower(), None) is not None
+            return OpResult(name, changed, f"hosts entry for {a['name']} removed" if changed else "no entry")
+        if name == "hotfix.install":
+            return self._install(a["kb"])
+        if name == "licensing.clear":
+            found = mslicensing.problems(self.registry_view([win.MSLICENSING_KEY]))
+            if not found:
+                return OpResult(name, False, "MSLicensing healthy or absent")
+            backup = self._backup(win.MSLICENSING_KEY)
+            self.registry.delete_key(win.MSLICENSING_KEY)
+            return OpResult(name, True, f"deleted MSLicensing ({'; '.join(found)})", backup)
+        raise OpError(f"op {name} is not implemented by the twin")  # pragma: no cover
+
+    def _install(self, kb: str) -> OpResult:
+        if kb in self.hotfixes:
+            return OpResult("hotfix.install", False, f"{kb} already installed")
+        family, version = win.KNOWN_UPDATES.get(kb, ("", ""))
+        if not family or not self.computer.os_build.startswith(family):
+            raise OpError(f"hotfix.install: {kb} does not apply to build {self.computer.os_build}")
+        self.hotfixes.append(kb)
+        self.tspkg_version = version
+        self.computer.os_build = version
+        return OpResult("hotfix.install", True, f"{kb} installed; tspkg.dll {version}")
+
+    # -- facts ----------------------------------------------------------------------------------
+    def registry_view(self, keys: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        view: dict[str, Any] = {}
+        for key in keys:
+            for k in self.registry.tree(key):
+                view[k.path] = {
+                    "values": {v.name: v.to_json() for v in k.values.values()},
+                    "subkeys": self.registry.subkeys(k.path),
+                }
+        return view
+
+    def gather(self, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The facts document, as agent.ps1's gather returns it."""
+        request = request or {}
+        keys = request.get("keys", win.WATCHED_KEYS)
+        ports = {3389, *win.WEBSOCKET_PORTS, policy.listener_port(self.lookup)}
+        rules = [
+            r.to_json()
+            for r in self.firewall.rules
+            if r.group in (win.RD_GROUP, win.RD_WS_GROUP)
+            or any(port_matches(r.local_port if r.direction == "In" else r.remote_port, p) for p in ports)
+        ]
+        probes = {url: self.probe_url(url) for url in request.get("probe_urls", [])}
+        return {
+            "computer": {
+                "name": self.computer.name,
+                "os_caption": self.computer.os_caption,
+                "os_build": self.computer.os_build,
+                "kind": self.computer.kind,
+            },
+            "registry": {
+                k: {"values": v["values"], "subkeys": v["subkeys"]}
+                for k, v in self.registry_view(list(keys)).items()
+            },
+            "firewall": {
+                "active_profile": self.firewall.active_profile,
+                "profiles": self.firewall.snapshot()["profiles"],
+                "rules": rules,
+            },
+            "services": {
+                n: s for n, s in self.services.snapshot().items() if n in win.WATCHED_SERVICES
+            },
+            "certificates": self.certs.facts(),
+            "dns": self.dns.snapshot(),
+            "credssp": {"tspkg_version": self.tspkg_version},
+            "hotfixes": sorted(self.hotfixes),
+            "probes": probes,
+        }
+
+    def probe_url(self, url: str) -> dict[str, Any]:
+        host = urlsplit(url).hostname or ""
+        res = self.dns.resolve(host, self.zone)
+        if res.address is None:
+            return {"reachable": False, "detail": f"{host} does not resolve"}
+        ok = self.http_reach(res.address)
+        return {
+            "reachable": ok,
+            "detail": f"{host} -> {res.address} ({res.source}): "
+            + ("answered" if ok else "no answer"),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Whole persistent state, for the no-collateral diff. The DNS cache is volatile
+        and left out; the hosts file is in."""
+        return {
+            "computer": vars(self.computer).copy(),
+            "registry": self.registry.snapshot(),
+            "firewall": self.firewall.snapshot(),
+            "services": self.services.snapshot(),
+            "certificates": self.certs.snapshot(),
+            "hosts": self.dns.snapshot()["hosts"],
+            "hotfixes": sorted(self.hotfixes),
+            "tspkg_version": self.tspkg_version,
+        }
+
+
+_STATE = ("computer", "registry", "firewall", "services", "certs", "dns", "hotfixes", "tspkg_version")
+
+
+def _is_ts(name: str) -> bool:
+    return name.lower() == win.TERMSERVICE.lower()
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}; {b}" if b else a
