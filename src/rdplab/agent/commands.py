@@ -1,0 +1,59 @@
+"""The few command lines rdplab sends to a Windows machine, in one place.
+
+Every command stays far below cmd.exe's 8191-character limit: the agent is uploaded in
+chunks of CHUNK characters, and requests travel on stdin, never on the command line.
+The loopback test servers recognise exactly these commands (tests/loopback).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from rdplab.agent import AGENT_DIR, AGENT_PATH
+
+CHUNK = 6000  # base64 characters per upload command
+PS = "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass"
+STAGING = AGENT_DIR + r"\agent.ps1.b64"
+
+
+def _encoded(script: str) -> str:
+    """powershell -EncodedCommand: UTF-16LE base64, so no quoting problems."""
+    return f"{PS} -EncodedCommand {base64.b64encode(script.encode('utf-16-le')).decode()}"
+
+
+def hash_command() -> str:
+    return _encoded(
+        f"if (Test-Path -LiteralPath '{AGENT_PATH}') "
+        f"{{ (Get-FileHash -Algorithm SHA256 -LiteralPath '{AGENT_PATH}').Hash }} "
+        "else { 'MISSING' }"
+    )
+
+
+def chunk_command(index: int, chunk: str) -> str:
+    assert re.fullmatch(r"[A-Za-z0-9+/=]*", chunk), "chunks are base64"
+    mode = "WriteAllText" if index == 0 else "AppendAllText"
+    return _encoded(
+        f"New-Item -ItemType Directory -Force -Path '{AGENT_DIR}' | Out-Null; "
+        f"[IO.File]::{mode}('{STAGING}', '{chunk}')"
+    )
+
+
+def finish_command() -> str:
+    return _encoded(
+        f"[IO.File]::WriteAllBytes('{AGENT_PATH}', "
+        f"[Convert]::FromBase64String([IO.File]::ReadAllText('{STAGING}'))); "
+        f"Remove-Item -LiteralPath '{STAGING}'; "
+        f"(Get-FileHash -Algorithm SHA256 -LiteralPath '{AGENT_PATH}').Hash"
+    )
+
+
+def call_command() -> str:
+    """Run the agent; the JSON request follows on stdin."""
+    return f'{PS} -File "{AGENT_PATH}"'
+
+
+def decode(command: str) -> str | None:
+    """The script inside an -EncodedCommand line (used by the loopback servers)."""
+    m = re.search(r"-EncodedCommand ([A-Za-z0-9+/=]+)", command)
+    return base64.b64decode(m.group(1)).decode("utf-16-le") if m else None
