@@ -76,7 +76,9 @@ class _Run:
         return r
 
 
-def connect(client: Twin, host: Twin, net: Network, host_address: str | None = None) -> ConnectionResult:
+def connect(
+    client: Twin, host: Twin, net: Network, host_address: str | None = None
+) -> ConnectionResult:
     """Simulate mstsc on client dialing net.host_name. Runs the client's side effects
     (resolver cache, MSLicensing recreation on an elevated run)."""
     run = _Run()
@@ -102,18 +104,20 @@ def connect(client: Twin, host: Twin, net: Network, host_address: str | None = N
     program = win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
     inbound = host.firewall.evaluate("In", "TCP", port, program)
     if not inbound.allowed:
-        return run.failed("tcp", f"SYN to {res.address}:{port} timed out: host firewall: {inbound.reason}")
+        return run.failed(
+            "tcp", f"SYN to {res.address}:{port} timed out: host firewall: {inbound.reason}"
+        )
     listening = host.listening()
     if port not in listening:
-        why = []
+        reasons = []
         if not host.services.running(win.TERMSERVICE):
-            why.append("TermService is stopped")
+            reasons.append("TermService is stopped")
         deny = policy.deny_ts_connections(host.lookup)
         if deny.value != 0:
-            why.append(deny.describe("fDenyTSConnections"))
+            reasons.append(deny.describe("fDenyTSConnections"))
         if listening:
-            why.append(f"listening on {sorted(listening)}")
-        return run.failed("tcp", f"connection to {res.address}:{port} refused ({'; '.join(why)})")
+            reasons.append(f"listening on {sorted(listening)}")
+        return run.failed("tcp", f"connection to {res.address}:{port} refused ({'; '.join(reasons)})")
     run.passed("tcp", f"connected to {res.address}:{port} ({listening[port]}); {inbound.reason}")
 
     # 3. X.224 negotiation
@@ -129,7 +133,9 @@ def connect(client: Twin, host: Twin, net: Network, host_address: str | None = N
                 " back to Standard RDP Security",
                 SSL_NOT_ALLOWED_BY_SERVER,
             )
-        run.passed("x224", "SSL_NOT_ALLOWED_BY_SERVER; client reconnected with Standard RDP Security")
+        run.passed(
+            "x224", "SSL_NOT_ALLOWED_BY_SERVER; client reconnected with Standard RDP Security"
+        )
         run.result.notes.append("server identity not verified (Standard RDP Security)")
         selected = PROTOCOL_RDP
     else:
@@ -150,7 +156,9 @@ def connect(client: Twin, host: Twin, net: Network, host_address: str | None = N
                 probe = client.probe_url(url)
                 if not probe["reachable"]:
                     return run.failed(
-                        "tls", f"revocation check failed for {cert['thumbprint']}: {url}: {probe['detail']}"
+                        "tls",
+                        f"revocation check failed for {cert['thumbprint']}: {url}:"
+                        f" {probe['detail']}",
                     )
         elif cdp:
             run.result.notes.append("revocation check skipped: AllowCertRevocationCheck=0")

@@ -119,24 +119,34 @@ class Lab:
 def load_lab(path: str | Path, baseline_dir: Path | None = None) -> Lab:
     doc = yamlfile.load(path)
     if not isinstance(doc.data, dict):
-        raise LabFileError(str(doc.path), "a lab file must be a mapping with machines and scenarios", 1)
+        raise LabFileError(
+            str(doc.path), "a lab file must be a mapping with machines and scenarios", 1
+        )
     spec = doc.validate(LabSpec)
-    search = tuple(baselines.baseline_dirs(baseline_dir or doc.path.parent.parent / "fixtures" / "baselines"))
+    search = tuple(
+        baselines.baseline_dirs(baseline_dir or doc.path.parent.parent / "fixtures" / "baselines")
+    )
     search = tuple(dict.fromkeys(p.resolve() for p in search))
     for role in ROLES:
-        _check_baseline(doc, getattr(spec.machines, role).baseline, ("machines", role, "baseline"), search)
+        _check_baseline(
+            doc, getattr(spec.machines, role).baseline, ("machines", role, "baseline"), search
+        )
     lab = Lab(doc.path, spec.name, spec.description)
     seen: dict[str, int] = {}
     for i, sc in enumerate(spec.scenarios):
         loc: yamlfile.PathKey = ("scenarios", i)
         if sc.id in seen:
-            raise doc.error((*loc, "id"), f"duplicate scenario id {sc.id!r} (first at scenarios[{seen[sc.id]}])")
+            raise doc.error(
+                (*loc, "id"), f"duplicate scenario id {sc.id!r} (first at scenarios[{seen[sc.id]}])"
+            )
         seen[sc.id] = i
         lab.scenarios.append(_scenario(doc, spec, sc, loc, search))
     return lab
 
 
-def _check_baseline(doc: yamlfile.Located, name: str, loc: yamlfile.PathKey, search: tuple[Path, ...]) -> None:
+def _check_baseline(
+    doc: yamlfile.Located, name: str, loc: yamlfile.PathKey, search: tuple[Path, ...]
+) -> None:
     try:
         baselines.load_baseline(name, search)
     except LabFileError as exc:
@@ -146,7 +156,11 @@ def _check_baseline(doc: yamlfile.Located, name: str, loc: yamlfile.PathKey, sea
 
 
 def _scenario(
-    doc: yamlfile.Located, spec: LabSpec, sc: ScenarioSpec, loc: yamlfile.PathKey, search: tuple[Path, ...]
+    doc: yamlfile.Located,
+    spec: LabSpec,
+    sc: ScenarioSpec,
+    loc: yamlfile.PathKey,
+    search: tuple[Path, ...],
 ) -> Scenario:
     placed: list[PlacedFault] = []
     wanted_baselines: dict[Role, tuple[str, str]] = {}
@@ -167,19 +181,23 @@ def _scenario(
         fault = cat.get(r.fault)
         if r.on is not None and r.on not in fault.roles:
             raise doc.error(
-                (*floc, "on"), f"fault {fault.id} cannot be put on {r.on} (roles: {', '.join(fault.roles)})"
+                (*floc, "on"),
+                f"fault {fault.id} cannot be put on {r.on} (roles: {', '.join(fault.roles)})",
             )
         if r.variant not in fault.variants:
             raise doc.error(
                 (*floc, "variant"),
-                f"fault {fault.id} has no variant {r.variant!r} (variants: {', '.join(fault.variants)})",
+                f"fault {fault.id} has no variant {r.variant!r}"
+                f" (variants: {', '.join(fault.variants)})",
             )
         roles = [r.on] if r.on else [p.on for p in fault.placements if p.variant == r.variant]
         for role in dict.fromkeys(roles):
             try:
                 pl = fault.placement(role, r.variant)
             except KeyError:
-                raise doc.error(floc, f"fault {fault.id} has no variant {r.variant!r} on {role}") from None
+                raise doc.error(
+                    floc, f"fault {fault.id} has no variant {r.variant!r} on {role}"
+                ) from None
             pf = PlacedFault(fault, pl)
             if any(p.fault.id == fault.id and p.placement.on == role for p in placed):
                 raise doc.error(floc, f"fault {fault.id} is placed on {role} twice")
@@ -194,7 +212,11 @@ def _scenario(
             wanted_baselines[role] = (name, fault.id)
         if fault.transport:
             if transport and transport[0] != fault.transport:
-                raise doc.error(floc, f"fault {fault.id} needs transport {fault.transport}, {transport[1]} needs {transport[0]}")
+                raise doc.error(
+                    floc,
+                    f"fault {fault.id} needs transport {fault.transport},"
+                    f" {transport[1]} needs {transport[0]}",
+                )
             transport = (fault.transport, fault.id)
     chosen: dict[Role, str] = {}
     for role in ROLES:
@@ -215,7 +237,8 @@ def _scenario(
     net_spec = spec.network.model_dump()
     network = Network(**net_spec, transport=sc.transport or (transport[0] if transport else "tcp"))  # type: ignore[arg-type]
     names: dict[Role, str] = {
-        role: getattr(spec.machines, role).computer_name or _computer_name(network, role) for role in ROLES
+        role: getattr(spec.machines, role).computer_name or _computer_name(network, role)
+        for role in ROLES
     }
     return Scenario(
         id=sc.id,
@@ -233,5 +256,3 @@ def _scenario(
 def _computer_name(net: Network, role: Role) -> str:
     fqdn = net.host_name if role == "host" else net.client_name
     return re.split(r"\.", fqdn)[0].upper()[:15]
-
-

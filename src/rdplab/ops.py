@@ -170,9 +170,7 @@ def validate_op(op: Op) -> None:
         if isinstance(value, bool) and arg.kind is not bool:
             raise OpError(f"op {op.name}: argument {arg.name!r} must not be a boolean")
         if not isinstance(value, arg.kind):
-            raise OpError(
-                f"op {op.name}: argument {arg.name!r} has type {type(value).__name__}"
-            )
+            raise OpError(f"op {op.name}: argument {arg.name!r} has type {type(value).__name__}")
     if op.name == "reg.set" and op.args["type"] not in REG_TYPES:
         raise OpError(f"op reg.set: type {op.args['type']!r} is not one of {REG_TYPES}")
 

@@ -25,7 +25,9 @@ class Effective:
         return f"{name}={self.value} ({self.source})"
 
 
-def effective(lookup: Lookup, name: str, policy_key: str, pref_key: str | None, default: Any) -> Effective:
+def effective(
+    lookup: Lookup, name: str, policy_key: str, pref_key: str | None, default: Any
+) -> Effective:
     pol = lookup(policy_key, name)
     if pol is not None:
         return Effective(pol, "policy")

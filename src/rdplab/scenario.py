@@ -138,13 +138,16 @@ def gather_both(machines: LabMachines) -> tuple[Facts, Facts]:
 
 def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
     ctx = scenario.network.context()
-    chosen, withheld = [], []
+    chosen: list[AppliedFix] = []
+    withheld: list[AppliedFix] = []
     for pf in scenario.faults:
         for fix, bucket in [(pf.placement.fix(scenario.allow_lowers_security), chosen)] + [
             (w, withheld) for w in pf.placement.withheld(scenario.allow_lowers_security)
         ]:
             ops = {role: [render_op(o, ctx) for o in fix.ops.get(role, ())] for role in ROLES}
-            bucket.append(AppliedFix(pf.fault.id, pf.placement.on, fix, {r: o for r, o in ops.items() if o}))
+            bucket.append(
+                AppliedFix(pf.fault.id, pf.placement.on, fix, {r: o for r, o in ops.items() if o})
+            )
     return chosen, withheld
 
 
@@ -226,7 +229,7 @@ def run_scenario(provider: Provider, scenario: Scenario) -> ScenarioRun:
 
 
 def _apply(machines: LabMachines, plan: dict[str, list[Op]]) -> dict[str, BatchResult]:
-    results = {}
+    results: dict[str, BatchResult] = {}
     for role in ROLES:
         if plan.get(role):
             result = machines.backend(role).apply(plan[role])

@@ -7,10 +7,9 @@ validation errors can name file, line and field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
-
-import re
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -44,7 +43,9 @@ class Located:
         try:
             return model.model_validate(self.data if data is None else data)
         except ValidationError as exc:
-            first = exc.errors()[0]
+            # an unknown key usually explains a "missing" one next to it: report it first
+            errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+            first = errors[0]
             loc = base + tuple(p for p in first["loc"] if isinstance(p, str | int))
             raise self.error(loc, _message(first)) from None
 
@@ -105,7 +106,7 @@ def load(path: str | Path) -> Located:
         raise LabFileError(str(p), f"cannot read: {exc}") from None
     try:
         node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

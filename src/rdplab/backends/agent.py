@@ -37,7 +37,9 @@ class AgentBackend(Backend):
         res = self.transport.run(commands.hash_command())
         text = res.stdout.decode("utf-8", "replace").strip()
         if res.rc != 0:
-            raise BackendError(self.host, f"checking the agent failed (exit {res.rc}): {_short(res.stderr)}")
+            raise BackendError(
+                self.host, f"checking the agent failed (exit {res.rc}): {_short(res.stderr)}"
+            )
         if text == "MISSING":
             return "missing"
         return "current" if text.upper() == agent_sha256() else "stale"
@@ -59,11 +61,15 @@ class AgentBackend(Backend):
         for i, chunk in enumerate(chunks):
             res = self.transport.run(commands.chunk_command(i, chunk))
             if res.rc != 0:
-                raise BackendError(self.host, f"uploading the agent failed at chunk {i}: {_short(res.stderr)}")
+                raise BackendError(
+                    self.host, f"uploading the agent failed at chunk {i}: {_short(res.stderr)}"
+                )
         res = self.transport.run(commands.finish_command())
         got = res.stdout.decode("utf-8", "replace").strip().upper()
         if res.rc != 0 or got != agent_sha256():
-            raise BackendError(self.host, f"agent upload did not verify (hash {got[:16] or 'none'})")
+            raise BackendError(
+                self.host, f"agent upload did not verify (hash {got[:16] or 'none'})"
+            )
         return f"agent {state}: installed in {len(chunks)} chunk(s)"
 
     # -- calls ------------------------------------------------------------------------------
@@ -88,7 +94,8 @@ class AgentBackend(Backend):
             raise BackendError(self.host, "the agent on the machine is stale (version mismatch)")
         if res.rc != 0 and "results" not in answer:
             raise BackendError(
-                self.host, f"the agent failed (exit {res.rc}): {answer.get('error') or _short(res.stderr)}"
+                self.host,
+                f"the agent failed (exit {res.rc}): {answer.get('error') or _short(res.stderr)}",
             )
         return answer
 

@@ -50,7 +50,11 @@ def detect(ctx: DetectContext) -> list[Finding]:
         return []
     cdp = list(cert["cdp"])  # type: ignore[call-overload]
     failed = {u: ctx.client.probe(u) for u in cdp}
-    bad = {u: p["detail"] if p else "not probed" for u, p in failed.items() if not (p and p["reachable"])}
+    bad = {
+        u: p["detail"] if p else "not probed"
+        for u, p in failed.items()
+        if not (p and p["reachable"])
+    }
     if not bad:
         return []
     return [
@@ -100,7 +104,12 @@ FAULT = Fault(
             "client",
             {
                 "host": (
-                    op("cert.import", store="My", pfx="{issued.pfx}", thumbprint="{issued.thumbprint}"),
+                    op(
+                        "cert.import",
+                        store="My",
+                        pfx="{issued.pfx}",
+                        thumbprint="{issued.thumbprint}",
+                    ),
                     op(
                         "reg.set",
                         key=win.RDP_TCP_KEY,

@@ -116,7 +116,11 @@ FAULT = Fault(
     placements=(
         Placement(
             "host",
-            {"client": (reg_dword(win.CREDSSP_KEY, "AllowEncryptionOracle", win.ORACLE_FORCE_UPDATED),)},
+            {
+                "client": (
+                    reg_dword(win.CREDSSP_KEY, "AllowEncryptionOracle", win.ORACLE_FORCE_UPDATED),
+                )
+            },
             (PATCH, VULNERABLE_WORKAROUND),
             leaves=("client:registry/*CredSSP\\Parameters/AllowEncryptionOracle/*",),
         ),

@@ -51,7 +51,12 @@ FIX = Fix(
             op("fw.rule.set", match={"group": win.RD_GROUP}, enabled=True),
             op(
                 "fw.rule.remove",
-                match={"direction": "In", "action": "Block", "protocol": "TCP", "local_port": "{port}"},
+                match={
+                    "direction": "In",
+                    "action": "Block",
+                    "protocol": "TCP",
+                    "local_port": "{port}",
+                },
             ),
         )
     },

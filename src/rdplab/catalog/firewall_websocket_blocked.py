@@ -68,7 +68,10 @@ CLIENT_FIX = Fix(
     "Remove the client's outbound block rules on the RDP WebSocket ports.",
     {
         "client": (
-            op("fw.rule.remove", match={"direction": "Out", "action": "Block", "remote_port": PORTS}),
+            op(
+                "fw.rule.remove",
+                match={"direction": "Out", "action": "Block", "remote_port": PORTS},
+            ),
         )
     },
 )

@@ -61,7 +61,8 @@ FAULT = Fault(
     ),
     detect=detect,
     sources=(
-        "Microsoft Learn: RDS licensing troubleshooting, delete the MSLicensing key (docs/sources.md s7)",
+        "Microsoft Learn: RDS licensing troubleshooting, delete the MSLicensing key"
+        " (docs/sources.md s7)",
         "[MS-RDPELE] 2.2.2.3.1: the client hardware id is 20 bytes",
         "Seed article: a corrupted licensing cache can mimic 0x904",
     ),

@@ -74,5 +74,7 @@ FAULT = Fault(
         ),
     ),
     detect=detect,
-    sources=("Microsoft Learn: Change the listening port for Remote Desktop (docs/sources.md s10)",),
+    sources=(
+        "Microsoft Learn: Change the listening port for Remote Desktop (docs/sources.md s10)",
+    ),
 )

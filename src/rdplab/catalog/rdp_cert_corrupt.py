@@ -55,7 +55,9 @@ FIX = Fix(
 FAULT = Fault(
     id=ID,
     title="Corrupt RDP certificate / MachineKeys private key",
-    symptom=Symptom("tls", "The connection drops right after negotiation: the TLS handshake fails."),
+    symptom=Symptom(
+        "tls", "The connection drops right after negotiation: the TLS handshake fails."
+    ),
     explanation=(
         "Remote Desktop encrypts the session with TLS using a self-signed certificate that "
         "TermService makes for itself and keeps in the 'Remote Desktop' certificate store. "
@@ -64,9 +66,7 @@ FAULT = Fault(
         "use the key, so every TLS handshake fails. Deleting the broken certificate and "
         "restarting TermService (or rebooting) makes Windows create a healthy one."
     ),
-    placements=(
-        Placement("host", {"host": (op("machinekeys.corrupt", store=RD_STORE),)}, (FIX,)),
-    ),
+    placements=(Placement("host", {"host": (op("machinekeys.corrupt", store=RD_STORE),)}, (FIX,)),),
     detect=detect,
     sources=(
         "Microsoft Learn: Remote Desktop listener certificate configurations (docs/sources.md s6)",

@@ -21,7 +21,8 @@ def detect(ctx: DetectContext) -> list[Finding]:
         finding(
             ID,
             "host",
-            "TermService is not running" if not svc or svc["status"] != "Running"
+            "TermService is not running"
+            if not svc or svc["status"] != "Running"
             else "TermService is disabled",
             service=svc or "absent",
         )

@@ -34,5 +34,5 @@ class Provider(ABC):
     def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
         """Try the RDP connection client -> host; return the stage-by-stage result."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release what the provider holds (sessions, VMs it started)."""

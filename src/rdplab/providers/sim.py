@@ -27,7 +27,7 @@ class SimProvider(Provider):
         }
         for twin in twins.values():
             twin.zone = net.zone
-            twin.http_reach = lambda address, pki=net.pki_address: address == pki
+            twin.http_reach = net.pki_address.__eq__
         return LabMachines(
             SimBackend("client", twins["client"], calls),
             SimBackend("host", twins["host"], calls),

@@ -126,7 +126,10 @@ class CertEntry:
         except x509.ExtensionNotFound:
             cdp = []
         try:
-            eku = [o.dotted_string for o in c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value]
+            eku = [
+                o.dotted_string
+                for o in c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            ]
         except x509.ExtensionNotFound:
             eku = []
         return {

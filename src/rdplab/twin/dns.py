@@ -42,7 +42,10 @@ class DnsClient:
         return True
 
     def snapshot(self) -> dict[str, Any]:
-        return {"hosts": dict(sorted(self.hosts.items())), "cache": dict(sorted(self.cache.items()))}
+        return {
+            "hosts": dict(sorted(self.hosts.items())),
+            "cache": dict(sorted(self.cache.items())),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DnsClient:

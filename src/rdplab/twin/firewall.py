@@ -126,7 +126,11 @@ class Rule:
     ) -> bool:
         if not self.enabled or self.direction != direction:
             return False
-        if self.program != "Any" and program is not None and self.program.lower() != program.lower():
+        if (
+            self.program != "Any"
+            and program is not None
+            and self.program.lower() != program.lower()
+        ):
             return False
         if self.protocol not in ("Any", protocol):
             return False

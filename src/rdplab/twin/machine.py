@@ -203,7 +203,9 @@ class Twin:
             return OpResult(name, changed, f"{a['thumbprint']} in {a['store']}")
         if name == "cert.remove":
             removed = self.certs.remove(a["store"], a["which"])
-            return OpResult(name, bool(removed), f"removed {removed or 'nothing'} from {a['store']}")
+            return OpResult(
+                name, bool(removed), f"removed {removed or 'nothing'} from {a['store']}"
+            )
         if name == "machinekeys.corrupt":
             n = self.certs.corrupt_keys(a["store"])
             return OpResult(name, n > 0, f"{n} private key file(s) overwritten")
@@ -222,7 +224,9 @@ class Twin:
             return OpResult(name, changed, f"hosts {a['name']} -> {a['address']}")
         if name == "hosts.remove":
             changed = self.dns.hosts.pop(a["name"].lower(), None) is not None
-            return OpResult(name, changed, f"hosts entry for {a['name']} removed" if changed else "no entry")
+            return OpResult(
+                name, changed, f"hosts entry for {a['name']} removed" if changed else "no entry"
+            )
         if name == "hotfix.install":
             return self._install(a["kb"])
         if name == "licensing.clear":
@@ -265,7 +269,10 @@ class Twin:
             r.to_json()
             for r in self.firewall.rules
             if r.group in (win.RD_GROUP, win.RD_WS_GROUP)
-            or any(port_matches(r.local_port if r.direction == "In" else r.remote_port, p) for p in ports)
+            or any(
+                port_matches(r.local_port if r.direction == "In" else r.remote_port, p)
+                for p in ports
+            )
         ]
         probes = {url: self.probe_url(url) for url in request.get("probe_urls", [])}
         return {
@@ -321,7 +328,16 @@ class Twin:
         }
 
 
-_STATE = ("computer", "registry", "firewall", "services", "certs", "dns", "hotfixes", "tspkg_version")
+_STATE = (
+    "computer",
+    "registry",
+    "firewall",
+    "services",
+    "certs",
+    "dns",
+    "hotfixes",
+    "tspkg_version",
+)
 
 
 def _is_ts(name: str) -> bool:

@@ -97,9 +97,7 @@ class Registry:
 
     def export(self, path: str) -> dict[str, Any]:
         """A reg-export-like dump of a key tree (the twin's backup format)."""
-        return {
-            k.path: {v.name: v.to_json() for v in k.values.values()} for k in self.tree(path)
-        }
+        return {k.path: {v.name: v.to_json() for v in k.values.values()} for k in self.tree(path)}
 
     # -- changing --------------------------------------------------------------------------
     def create_key(self, path: str) -> RegKey:

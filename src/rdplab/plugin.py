@@ -1,0 +1,167 @@
+"""The rdplab pytest plugin (entry point ``pytest11: rdplab``).
+
+Options (group "rdplab"): ``--lab-file`` and ``--lab-provider``. Tests that take the
+``lab_run`` fixture are parametrized over the lab file's scenarios (ids are scenario ids,
+so ``-k credssp`` selects), optionally narrowed with ``@pytest.mark.lab_scenarios("healthy")``
+or ``("faulted")``. Each scenario runs once per session; its tests assert different
+aspects of the same run, and each report row carries that aspect's evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rdplab.errors import RdplabError
+from rdplab.lab import Lab, Scenario, load_lab
+from rdplab.providers import Provider, get_provider
+from rdplab.report import evidence_html, properties
+from rdplab.scenario import ScenarioRun, run_scenario
+
+DEFAULT_LAB = "labs/rdp-0x904.yaml"
+
+
+@dataclass
+class LabSession:
+    lab_file: Path
+    provider_name: str
+    _lab: Lab | None = None
+    _provider: Provider | None = None
+    runs: dict[str, ScenarioRun] = field(default_factory=dict)
+
+    @property
+    def lab(self) -> Lab:
+        if self._lab is None:
+            self._lab = load_lab(self.lab_file)
+        return self._lab
+
+    @property
+    def provider(self) -> Provider:
+        if self._provider is None:
+            self._provider = get_provider(self.provider_name)
+        return self._provider
+
+    def run(self, scenario: Scenario) -> ScenarioRun:
+        if scenario.id not in self.runs:
+            self.runs[scenario.id] = run_scenario(self.provider, scenario)
+        return self.runs[scenario.id]
+
+
+LAB_SESSION = pytest.StashKey[LabSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rdplab", "rdplab: the Remote Desktop 0x904 lab")
+    group.addoption(
+        "--lab-file",
+        default=None,
+        metavar="PATH",
+        help=f"lab definition to run (default: {DEFAULT_LAB} under the rootdir)",
+    )
+    group.addoption(
+        "--lab-provider",
+        default="sim",
+        metavar="NAME",
+        help="where the lab machines are: sim (default, in-process twins), vagrant, inventory",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab: the parametrized lab suite")
+    config.addinivalue_line(
+        "markers", "lab_scenarios(kind): run only 'healthy' or 'faulted' scenarios"
+    )
+    config.addinivalue_line("markers", "lab_aspect(name): which evidence a lab test row carries")
+    config.addinivalue_line("markers", "real_windows: needs a real Windows machine")
+    option = config.getoption("--lab-file")
+    path = Path(option) if option else Path(config.rootpath) / DEFAULT_LAB
+    session = config.stash[LAB_SESSION] = LabSession(path, config.getoption("--lab-provider"))
+    if option:
+        # A lab file named on the command line is checked before anything runs, so a bad
+        # one stops the run with one clear line instead of a collection traceback.
+        try:
+            session.lab  # noqa: B018
+        except RdplabError as exc:
+            raise pytest.UsageError(f"rdplab: {exc}") from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(LAB_SESSION, None)
+    if session and session._provider:
+        session._provider.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash[LAB_SESSION]
+    return [f"rdplab: lab file {session.lab_file}, provider {session.provider_name}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lab_scenario" not in metafunc.fixturenames:
+        return
+    session = metafunc.config.stash[LAB_SESSION]
+    try:
+        scenarios = session.lab.scenarios
+    except RdplabError as exc:
+        raise pytest.UsageError(f"rdplab: {exc}") from None
+    marker = metafunc.definition.get_closest_marker("lab_scenarios")
+    kind = marker.args[0] if marker else "all"
+    if kind == "healthy":
+        scenarios = [s for s in scenarios if s.healthy]
+    elif kind == "faulted":
+        scenarios = [s for s in scenarios if not s.healthy]
+    metafunc.parametrize("lab_scenario", scenarios, ids=[s.id for s in scenarios], scope="session")
+
+
+@pytest.fixture(scope="session")
+def lab_session(pytestconfig: pytest.Config) -> LabSession:
+    """The lab file, provider and the cache of scenario runs."""
+    return pytestconfig.stash[LAB_SESSION]
+
+
+@pytest.fixture
+def lab_run(
+    request: pytest.FixtureRequest, lab_session: LabSession, lab_scenario: Scenario
+) -> ScenarioRun:
+    """The scenario's run (executed once per session, shared by its tests)."""
+    run = lab_session.run(lab_scenario)
+    request.node.stash[_RUN] = run
+    return run
+
+
+_RUN = pytest.StashKey[ScenarioRun]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    run = item.stash.get(_RUN, None)
+    if run is None or report.when != "call":
+        return
+    aspect_marker = item.get_closest_marker("lab_aspect")
+    aspect = aspect_marker.args[0] if aspect_marker else "detect"
+    for key, value in properties(run):
+        item.user_properties.append((key, value))
+    try:
+        from pytest_html import extras
+    except ImportError:  # pragma: no cover - pytest-html is a dependency
+        return
+    report.extras = [*getattr(report, "extras", []), extras.html(evidence_html(run, aspect))]
+
+
+def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str]) -> None:
+    prefix.append(
+        "<p><b>What ran on what:</b> with the <code>sim</code> provider every machine is an"
+        " in-process Windows twin (simulated registry, firewall, services, certificates, DNS,"
+        " CredSSP, licensing). No Windows machine ran; results show the lab's logic, not a"
+        " real host's behaviour. Real-VM runs say <code>provider vagrant</code> or"
+        " <code>inventory</code> on each row.</p>"
+    )
+
+
+def pytest_html_report_title(report: Any) -> None:
+    report.title = "rdplab: Remote Desktop 0x904 lab"
