@@ -41,11 +41,13 @@ def list_faults(
         sys.stdout.write(json.dumps([f.to_json() for f in faults], indent=2) + "\n")
         return
     table = Table(title="rdplab fault catalog", show_lines=False)
-    for col in ("id", "roles", "fails at", "fix risk", "title"):
-        table.add_column(col)
+    for col in ("id", "roles", "fails at", "fix risk"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("title")
     for f in faults:
-        risks = sorted({fx.risk for p in f.placements for fx in p.fixes})
-        table.add_row(f.id, ", ".join(f.roles), f.symptom.stage, " / ".join(risks), f.title)
+        risky = any(fx.risk == "lowers-security" for p in f.placements for fx in p.fixes)
+        risk = "safe (+ workaround that lowers security)" if risky else "safe"
+        table.add_row(f.id, ", ".join(f.roles), f.symptom.stage, risk, f.title)
     out.print(table)
 
 
@@ -143,7 +145,8 @@ def run(
         )
     else:
         table = Table(title=f"{lab.name}: {len(rows)} scenario(s) on sim (simulated twins)")
-        for col in ("scenario", "result", "findings", "failed at", "fix ops"):
+        table.add_column("scenario", no_wrap=True)
+        for col in ("result", "findings", "failed at", "fix ops"):
             table.add_column(col)
         for sc, r, ok in rows:
             table.add_row(
