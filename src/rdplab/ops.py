@@ -64,6 +64,12 @@ VOCABULARY: dict[str, OpSpec] = {
             (_a("key", str), _a("name", str, required=False)),
         ),
         OpSpec(
+            "reg.restore",
+            "Put a key tree back exactly as a backup made by reg.set/reg.delete saw it"
+            " (reg import on Windows).",
+            (_a("backup", str),),
+        ),
+        OpSpec(
             "fw.rule.add",
             "Add a firewall rule, or bring the rule with that name to the given definition.",
             (_a("rule", dict),),

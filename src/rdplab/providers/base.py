@@ -34,5 +34,9 @@ class Provider(ABC):
     def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
         """Try the RDP connection client -> host; return the stage-by-stage result."""
 
+    def testinfra_url(self, role: Role) -> str | None:
+        """A pytest-testinfra host spec for the machine (None: no real machine)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release what the provider holds (sessions, VMs it started)."""

@@ -173,6 +173,16 @@ class Twin:
             else:
                 self.registry.delete_key(key)
             return OpResult(name, True, f"deleted {target}", backup)
+        if name == "reg.restore":
+            prefix = f"twin://{self.computer.name}/backup/"
+            index = a["backup"][len(prefix) :] if a["backup"].startswith(prefix) else ""
+            if not index.isdigit() or not 0 < int(index) <= len(self.journal):
+                raise OpError(f"reg.restore: no backup {a['backup']!r} on {self.computer.name}")
+            saved = self.journal[int(index) - 1]
+            if self.registry.export(saved["key"]) == saved["export"]:
+                return OpResult(name, False, f"{saved['key']} already as backed up")
+            self.registry.restore(saved["export"], saved["key"])
+            return OpResult(name, True, f"restored {saved['key']} from {a['backup']}")
         if name == "fw.rule.add":
             changed = self.firewall.add(a["rule"])
             return OpResult(name, changed, f"rule {a['rule'].get('name')}")
