@@ -79,6 +79,13 @@ def pytest_configure(config: pytest.Config) -> None:
     option = config.getoption("--lab-file")
     path = Path(option) if option else Path(config.rootpath) / DEFAULT_LAB
     session = config.stash[LAB_SESSION] = LabSession(path, config.getoption("--lab-provider"))
+    try:  # the report's Environment table (pytest-html shows pytest-metadata)
+        from pytest_metadata.plugin import metadata_key
+
+        config.stash[metadata_key]["rdplab lab file"] = str(path)
+        config.stash[metadata_key]["rdplab provider"] = session.provider_name
+    except (ImportError, KeyError):  # pragma: no cover - pytest-html brings pytest-metadata
+        pass
     if option:
         # A lab file named on the command line is checked before anything runs, so a bad
         # one stops the run with one clear line instead of a collection traceback.
