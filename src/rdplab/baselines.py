@@ -49,7 +49,7 @@ class Baseline(_Strict):
     services: dict[str, dict[str, str]]
     certificates: dict[str, list[Literal["self-signed"]]] = {}
     hotfixes: list[str] = []
-    tspkg_version: str
+    tspkg_version: str = Field(pattern=r"^\d+\.\d+\.\d+\.\d+$")
     dns: dict[str, dict[str, str]] = {}
 
 

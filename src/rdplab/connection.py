@@ -117,7 +117,9 @@ def connect(
             reasons.append(deny.describe("fDenyTSConnections"))
         if listening:
             reasons.append(f"listening on {sorted(listening)}")
-        return run.failed("tcp", f"connection to {res.address}:{port} refused ({'; '.join(reasons)})")
+        return run.failed(
+            "tcp", f"connection to {res.address}:{port} refused ({'; '.join(reasons)})"
+        )
     run.passed("tcp", f"connected to {res.address}:{port} ({listening[port]}); {inbound.reason}")
 
     # 3. X.224 negotiation

@@ -7,6 +7,7 @@ from an agent never reaches a detector.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +44,15 @@ class Facts:
                 raise BackendError(
                     machine, f"facts field {name!r} is missing or not a {kind.__name__}"
                 )
+        version = raw["credssp"].get("tspkg_version")
+        if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", version):
+            raise BackendError(
+                machine, f"facts field credssp.tspkg_version is not a file version: {version!r}"
+            )
         facts = cls(machine, raw)
         try:
             facts._fw = Firewall.from_json(raw["firewall"])
-            facts.tspkg_version  # noqa: B018 - validates the version string
+            facts.credssp_patched  # noqa: B018 - validates the tspkg.dll version string
         except Exception as exc:  # any malformed section
             raise BackendError(machine, f"facts are malformed: {exc}") from None
         return facts

@@ -18,6 +18,7 @@ from rdplab.connection import ConnectionResult
 from rdplab.errors import RdplabError
 from rdplab.facts import Facts
 from rdplab.lab import Scenario
+from rdplab.network import Network
 from rdplab.ops import BatchResult, Op, render, render_op
 from rdplab.providers.base import LabMachines, Provider
 
@@ -129,10 +130,11 @@ def _has_children(flat: dict[str, Any], prefix: str) -> bool:
     return any(k.startswith((prefix + "/", prefix + "\\")) for k in flat)
 
 
-def gather_both(machines: LabMachines) -> tuple[Facts, Facts]:
-    """Host first: the client's gather probes the CRL locations of the host's certificates."""
-    host = machines.host.gather()
-    client = machines.client.gather({"probe_urls": probe_urls(host.raw)})
+def gather_both(machines: LabMachines, net: Network) -> tuple[Facts, Facts]:
+    """Host first: the client's gather probes the CRL locations of the host's certificates.
+    Both include firewall rules for the port clients dial."""
+    host = machines.host.gather({"ports": [net.port]})
+    client = machines.client.gather({"ports": [net.port], "probe_urls": probe_urls(host.raw)})
     return client, host
 
 
@@ -182,7 +184,7 @@ def run_scenario(provider: Provider, scenario: Scenario) -> ScenarioRun:
         run.steps.append(step)
 
         step = calls.phase = "gather"
-        client, host = gather_both(machines)
+        client, host = gather_both(machines, scenario.network)
         run.steps.append(step)
         step = "detect"
         run.findings = cat.detect_all(DetectContext(client, host, scenario.network))
@@ -197,7 +199,7 @@ def run_scenario(provider: Provider, scenario: Scenario) -> ScenarioRun:
         run.steps.append(step)
 
         step = calls.phase = "verify-gather"
-        client, host = gather_both(machines)
+        client, host = gather_both(machines, scenario.network)
         run.steps.append(step)
         step = "verify-detect"
         run.findings_after = cat.detect_all(DetectContext(client, host, scenario.network))

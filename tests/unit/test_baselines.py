@@ -225,29 +225,14 @@ def _load_broken(tmp_path: Path, old: str, new: str) -> None:
     assert exc.value.path == str(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: Firewall.from_json passes profile fields to Profile(**...), so a misspelt "
-    "profile field raises TypeError instead of LabFileError",
-)
 def test_unknown_firewall_profile_field(tmp_path: Path) -> None:
     _load_broken(tmp_path, "Domain: {enabled: true,", "Domain: {enabld: true,")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Firewall.from_json ignores unknown top-level firewall keys (e.g. 'rulez')",
-)
 def test_unknown_firewall_section_key(tmp_path: Path) -> None:
     _load_broken(tmp_path, "active_profile: Private", "active_profile: Private\n  rulez: []")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: profile default_inbound/default_outbound are not checked; 'Deny' loads and "
-    "silently acts as Block",
-)
 def test_bad_profile_default_action(tmp_path: Path) -> None:
     _load_broken(
         tmp_path,
@@ -256,29 +241,13 @@ def test_bad_profile_default_action(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="bug: Registry.from_json reads v['type'] unchecked; a value without 'type' raises "
-    "KeyError instead of LabFileError",
-)
 def test_registry_value_without_type(tmp_path: Path) -> None:
     _load_broken(tmp_path, "PortNumber: {type: REG_DWORD, data: 3389}", "PortNumber: {data: 3389}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Services.from_json does not check status; 'Runing' loads and the service "
-    "then counts as stopped",
-)
 def test_bad_service_status(tmp_path: Path) -> None:
     _load_broken(tmp_path, "TermService: {status: Running,", "TermService: {status: Runing,")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Baseline.tspkg_version has no version pattern; 'latest' loads and crashes "
-    "credssp_patched later with ValueError",
-)
 def test_bad_tspkg_version(tmp_path: Path) -> None:
     _load_broken(tmp_path, "tspkg_version: 10.0.20348.2849", "tspkg_version: latest")

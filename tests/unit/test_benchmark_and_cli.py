@@ -52,7 +52,7 @@ def test_list_json_is_the_catalog() -> None:
 
 
 def test_list_table_and_explain() -> None:
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "160"})
     assert "credssp-oracle-mismatch" in runner.invoke(app, ["list"]).stdout
     result = runner.invoke(app, ["explain", "rdp-cert-corrupt"])
     assert result.exit_code == 0

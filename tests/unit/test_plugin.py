@@ -26,7 +26,8 @@ scenarios:
 
 @pytest.fixture
 def lab_dir(pytester: pytest.Pytester) -> pytest.Pytester:
-    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_lab.py")
+    # another basename than tests/test_lab.py: both are imported in one process
+    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_copied_lab.py")
     (pytester.path / "labs").mkdir()
     (pytester.path / "labs" / "mine.yaml").write_text(LAB)
     return pytester

@@ -281,11 +281,6 @@ def test_licensing_clear_backs_up_and_deletes_only_when_corrupt(client: Twin) ->
     assert client.registry.key(win.MSLICENSING_KEY) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reg.set compares raw op data with stored data, so REG_BINARY given in "
-    "upper case (as the cert-revocation break does) is never 'already set'",
-)
 def test_reg_set_binary_is_idempotent_for_upper_case_hex(fresh: Twin) -> None:
     op = Op(
         "reg.set",
@@ -472,11 +467,6 @@ def test_facts_parse_rejects_malformed_firewall(fresh: Twin) -> None:
         Facts.parse("host", g)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Facts.parse says it validates credssp.tspkg_version but only reads it; "
-    "a non-version string passes and later crashes detectors with ValueError",
-)
 def test_facts_parse_rejects_malformed_tspkg_version(fresh: Twin) -> None:
     g = fresh.gather()
     g["credssp"]["tspkg_version"] = "unknown"
@@ -484,22 +474,12 @@ def test_facts_parse_rejects_malformed_tspkg_version(fresh: Twin) -> None:
         Facts.parse("host", g)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reg.delete treats name='' (the (Default) value) like no name and deletes "
-    "the whole key tree",
-)
 def test_reg_delete_empty_name_does_not_delete_the_tree(fresh: Twin) -> None:
     fresh.apply([Op("reg.delete", {"key": win.TS_KEY, "name": ""})])
     assert fresh.registry.key(win.RDP_TCP_KEY) is not None
     assert fresh.lookup(win.TS_KEY, "fDenyTSConnections") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a port-range selector ('3387-3392') raises ValueError in Rule.matches, and "
-    "Twin.apply only rolls back RdplabError, so the batch is left half-applied",
-)
 def test_port_range_selector_never_leaves_a_half_applied_batch(fresh: Twin) -> None:
     ops = [
         Op(

@@ -41,6 +41,19 @@ def _ports(value: Any) -> list[str]:
     return [str(p) for p in value]
 
 
+def _expand(value: Any) -> list[int]:
+    """Ports named by a selector: numbers, lists, "a,b" and "lo-hi" ranges."""
+    out: list[int] = []
+    for p in _ports(value):
+        if p == "Any":
+            continue
+        lo, _, hi = p.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise OpError(f"firewall selector: {p!r} is not a port, list or range")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def port_matches(ports: list[str], port: int) -> bool:
     for p in ports:
         if p == "Any":
@@ -115,7 +128,7 @@ class Rule:
                 raise OpError(f"firewall selector: unknown key {key!r} (known: {MATCH_KEYS})")
             if key in ("local_port", "remote_port"):
                 ports = self.local_port if key == "local_port" else self.remote_port
-                if not any(port_matches(ports, int(p)) for p in _ports(want) if p != "Any"):
+                if not any(port_matches(ports, port) for port in _expand(want)):
                     return False
             elif str(getattr(self, key)).lower() != str(want).lower():
                 return False
@@ -236,7 +249,19 @@ class Firewall:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Firewall:
-        profiles = {name: Profile(**data.get("profiles", {}).get(name, {})) for name in PROFILES}
+        unknown = set(data) - {"active_profile", "profiles", "rules"}
+        if unknown:
+            raise OpError(f"firewall: unknown field(s) {sorted(unknown)}")
+        profiles = {}
+        for name in PROFILES:
+            raw = (data.get("profiles") or {}).get(name, {})
+            bad = set(raw) - {"enabled", "default_inbound", "default_outbound"}
+            if bad:
+                raise OpError(f"firewall profile {name}: unknown field(s) {sorted(bad)}")
+            for key in ("default_inbound", "default_outbound"):
+                if raw.get(key, "Block") not in ("Allow", "Block"):
+                    raise OpError(f"firewall profile {name}: {key} must be Allow or Block")
+            profiles[name] = Profile(**raw)
         rules = [Rule.from_json(r) for r in data.get("rules", [])]
         active = data.get("active_profile", "Private")
         if active not in PROFILES:

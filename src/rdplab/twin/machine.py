@@ -21,7 +21,7 @@ from rdplab.ops import BatchResult, Op, OpResult, validate_op
 from rdplab.twin.certs import RD_STORE, CertStores, make_self_signed, thumbprint
 from rdplab.twin.dns import DnsClient
 from rdplab.twin.firewall import Firewall, port_matches
-from rdplab.twin.registry import Registry
+from rdplab.twin.registry import Registry, check_value
 from rdplab.twin.services import Services
 
 # (twin, address) -> whether an HTTP endpoint answers there; set by the sim network.
@@ -126,9 +126,12 @@ class Twin:
         for op in ops:
             try:
                 results.append(self._apply_one(op, any(r.changed for r in results)))
-            except RdplabError as exc:
+            except Exception as exc:  # any failure: the machine goes back as it was
                 self._load(saved)
-                results.append(OpResult(op.name, False, "rolled back the batch", error=exc.message))
+                message = (
+                    exc.message if isinstance(exc, RdplabError) else f"{type(exc).__name__}: {exc}"
+                )
+                results.append(OpResult(op.name, False, "rolled back the batch", error=message))
                 for r in results[:-1]:
                     r.changed = False
                     r.detail += " (rolled back)"
@@ -151,7 +154,8 @@ class Twin:
         name = op.name
         if name == "reg.set":
             before = self.registry.get(a["key"], a["name"])
-            if before is not None and before.type == a["type"] and before.data == a["data"]:
+            stored = check_value(a["type"], a["data"], f"{a['key']}\\{a['name']}")
+            if before is not None and before.type == a["type"] and before.data == stored:
                 return OpResult(name, False, f"{a['key']}\\{a['name']} already {a['data']!r}")
             backup = self._backup(a["key"])
             self.registry.set(a["key"], a["name"], a["type"], a["data"])
@@ -161,14 +165,14 @@ class Twin:
             key, value = a["key"], a.get("name")
             present = (
                 self.registry.get(key, value) is not None
-                if value
+                if value is not None
                 else self.registry.key(key) is not None
             )
-            target = key + "\\" + value if value else key
+            target = key + "\\" + (value or "(Default)") if value is not None else key
             if not present:
                 return OpResult(name, False, f"{target} already absent")
             backup = self._backup(key)
-            if value:
+            if value is not None:
                 self.registry.delete_value(key, value)
             else:
                 self.registry.delete_key(key)
@@ -274,7 +278,12 @@ class Twin:
         """The facts document, as agent.ps1's gather returns it."""
         request = request or {}
         keys = request.get("keys", win.WATCHED_KEYS)
-        ports = {3389, *win.WEBSOCKET_PORTS, policy.listener_port(self.lookup)}
+        ports = {
+            win.DEFAULT_RDP_PORT,
+            *win.WEBSOCKET_PORTS,
+            policy.listener_port(self.lookup),
+            *(int(p) for p in request.get("ports", [])),
+        }
         rules = [
             r.to_json()
             for r in self.firewall.rules

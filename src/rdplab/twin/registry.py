@@ -160,5 +160,7 @@ class Registry:
         for path, values in data.items():
             reg.create_key(path)
             for name, v in (values or {}).items():
+                if not isinstance(v, dict) or set(v) != {"type", "data"}:
+                    raise OpError(f"{path}\\{name}: a value needs exactly 'type' and 'data'")
                 reg.set(path, name, v["type"], v["data"])
         return reg

@@ -69,5 +69,8 @@ class Services:
             st = v.get("start_type", "Manual")
             if st not in START_TYPES:
                 raise OpError(f"service {name}: start_type must be one of {START_TYPES}")
-            out[name] = Service(name, v.get("status", "Running"), st)
+            status = v.get("status", "Running")
+            if status not in ("Running", "Stopped"):
+                raise OpError(f"service {name}: status must be Running or Stopped")
+            out[name] = Service(name, status, st)
         return cls(out)
