@@ -17,6 +17,7 @@ from typing import Any
 from rdplab import policy
 from rdplab import windows as win
 from rdplab.catalog import credssp_oracle_mismatch as credssp
+from rdplab.catalog.base import SOCKET_CLOSED
 from rdplab.network import Network
 from rdplab.twin.machine import Twin
 
@@ -71,7 +72,9 @@ class _Run:
     def failed(self, name: str, detail: str, negotiation: int | None = None) -> ConnectionResult:
         r = self.result
         r.stages.append(Stage(name, False, detail))
-        r.failed_stage, r.error_code, r.extended_code = name, "0x904", "0x7"
+        r.failed_stage = name
+        # the CredSSP refusal has its own dialog, not 0x904 (KB 4295591; sources.md s8)
+        r.error_code, r.extended_code = (None, None) if name == "credssp" else SOCKET_CLOSED
         r.negotiation_failure = negotiation
         return r
 
@@ -127,11 +130,11 @@ def connect(
     nla = int(policy.user_authentication(host.lookup).value)
     auth_level = int(policy.server_auth_level(client.lookup).value)
     if layer == win.SECURITY_LAYER_RDP:
-        if auth_level == 2:
+        if auth_level == win.SERVER_AUTH_REQUIRE:
             return run.failed(
                 "x224",
                 "server answered RDP_NEG_FAILURE SSL_NOT_ALLOWED_BY_SERVER (0x2); the client"
-                " requires server authentication (AuthenticationLevel=2) and will not fall"
+                " requires server authentication (AuthenticationLevel=1) and will not fall"
                 " back to Standard RDP Security",
                 SSL_NOT_ALLOWED_BY_SERVER,
             )

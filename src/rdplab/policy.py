@@ -66,6 +66,8 @@ def revocation_check(lookup: Lookup) -> Effective:
 
 
 def server_auth_level(lookup: Lookup) -> Effective:
-    # "Configure server authentication for client": 0 connect anyway, 1 warn, 2 do not
-    # connect (sources.md s3). Absent: the client warns.
-    return effective(lookup, "AuthenticationLevel", win.TS_POLICY_KEY, None, 1)
+    # "Configure server authentication for client": 0 always connect, 1 require server
+    # authentication (do not connect), 2 warn (sources.md s3). Absent: the client warns.
+    return effective(
+        lookup, "AuthenticationLevel", win.TS_POLICY_KEY, None, win.SERVER_AUTH_ATTEMPT
+    )

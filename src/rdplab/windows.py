@@ -44,6 +44,10 @@ WATCHED_SERVICES = ("TermService", "SessionEnv", "UmRdpService", "Dnscache")
 # SecurityLayer values (sources.md s4)
 SECURITY_LAYER_RDP, SECURITY_LAYER_NEGOTIATE, SECURITY_LAYER_TLS = 0, 1, 2
 
+# AuthenticationLevel ("Configure server authentication for client"; the RDP client's
+# TS_SERVER_AUTH_* values, sources.md s3)
+SERVER_AUTH_NONE, SERVER_AUTH_REQUIRE, SERVER_AUTH_ATTEMPT = 0, 1, 2
+
 # AllowEncryptionOracle values (KB 4093492; sources.md s1)
 ORACLE_FORCE_UPDATED, ORACLE_MITIGATED, ORACLE_VULNERABLE = 0, 1, 2
 ORACLE_NAMES = {0: "Force Updated Clients", 1: "Mitigated", 2: "Vulnerable"}

@@ -237,9 +237,9 @@ CASES: list[tuple[str, str, list[Op], list[Op], bool]] = [
     ),
     # security-layer-mismatch
     (
-        "client-auth-level-1",
+        "client-auth-level-2-warn",
         "security-layer-mismatch",
-        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 1)],
+        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 2)],
         [dword(win.TS_POLICY_KEY, "SecurityLayer", 0)],
         False,
     ),
@@ -253,21 +253,21 @@ CASES: list[tuple[str, str, list[Op], list[Op], bool]] = [
     (
         "host-negotiate",
         "security-layer-mismatch",
-        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 2)],
+        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 1)],
         [dword(win.TS_POLICY_KEY, "SecurityLayer", 1)],
         False,
     ),
     (
         "host-pref-rdp-layer",
         "security-layer-mismatch",
-        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 2)],
+        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 1)],
         [dword(win.RDP_TCP_KEY, "SecurityLayer", 0)],
         True,
     ),
     (
         "policy-tls-beats-pref-rdp",
         "security-layer-mismatch",
-        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 2)],
+        [dword(win.TS_POLICY_KEY, "AuthenticationLevel", 1)],
         [dword(win.RDP_TCP_KEY, "SecurityLayer", 0), dword(win.TS_POLICY_KEY, "SecurityLayer", 2)],
         False,
     ),

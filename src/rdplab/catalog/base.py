@@ -19,15 +19,29 @@ Risk = Literal["safe", "lowers-security"]
 STAGES = ("name-resolution", "tcp", "x224", "tls", "credssp", "licensing")
 
 
+# 0x904 (2308) is disconnectReasonAtClientWinsockFDCLOSE, "socket closed"; extended 0x7 is
+# exDiscReasonServerDeniedConnection (Microsoft Learn, IMsTscAxEvents::OnDisconnected and
+# ExtendedDisconnectReasonCode; docs/sources.md s8): the connection closed before a session
+# existed. That fits every failure up to and including TLS.
+SOCKET_CLOSED = ("0x904", "0x7")
+CODE_SOURCE = (
+    "Microsoft Learn: disconnect reason 0x904 = socket closed, extended 0x7 = server denied"
+)
+
+
 @dataclass(frozen=True)
 class Symptom:
-    """What the user sees and where the connection stops."""
+    """What the user sees and where the connection stops.
+
+    ``error_code``/``extended_code`` are None where the client does not show 0x904 (the
+    CredSSP failure has its own dialog); ``code_source`` says where the codes come from."""
 
     stage: str
     message: str
-    error_code: str = "0x904"
-    extended_code: str = "0x7"
+    error_code: str | None = SOCKET_CLOSED[0]
+    extended_code: str | None = SOCKET_CLOSED[1]
     negotiation_failure: int | None = None  # [MS-RDPBCGR] 2.2.1.2.2 failureCode
+    code_source: str = CODE_SOURCE
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +50,7 @@ class Symptom:
             "extended_code": self.extended_code,
             "message": self.message,
             "negotiation_failure": self.negotiation_failure,
+            "code_source": self.code_source,
         }
 
 

@@ -4,7 +4,9 @@ When the host presents a CA-issued certificate, the client checks its revocation
 CRL distribution point the certificate names. If that location cannot be reached, the
 client refuses the server certificate. The seed article's workaround is the policy value
 AllowCertRevocationCheck=0 under ...\\Terminal Services\\Client, which turns the check off
-and so lowers security; the safe fix makes the CRL reachable (docs/sources.md s2).
+and so lowers security; the safe fix makes the CRL reachable. NOTE: Microsoft documents no
+such value and TerminalServer.admx writes none (docs/sources.md s2); the twin honours it as
+the article describes, and on real Windows it may do nothing.
 """
 
 from __future__ import annotations
@@ -127,6 +129,6 @@ FAULT = Fault(
     detect=detect,
     sources=(
         "Seed article: AllowCertRevocationCheck=0 under ...\\Terminal Services\\Client",
-        "docs/sources.md s2 (status of that value in Microsoft documentation)",
+        "docs/sources.md s2: the value is not in Microsoft documentation or TerminalServer.admx",
     ),
 )

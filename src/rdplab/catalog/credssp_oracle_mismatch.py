@@ -102,6 +102,10 @@ FAULT = Fault(
         "credssp",
         "An authentication error has occurred. The function requested is not supported."
         " ... This could be due to CredSSP encryption oracle remediation.",
+        error_code=None,
+        extended_code=None,
+        code_source="KB 4295591: the client shows this authentication error dialog, not 0x904"
+        " (the seed article counts the mismatch among 0x904 causes)",
     ),
     explanation=(
         "In 2018 Microsoft fixed a flaw in CredSSP, the protocol that carries your "

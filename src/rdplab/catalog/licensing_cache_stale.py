@@ -32,7 +32,12 @@ FIX = Fix(
 FAULT = Fault(
     id=ID,
     title="Stale / corrupt client licensing cache (MSLicensing)",
-    symptom=Symptom("licensing", "The connection fails after authentication, during licensing."),
+    symptom=Symptom(
+        "licensing",
+        "The connection fails after authentication, during licensing.",
+        code_source="seed article (a corrupt licensing cache can mimic 0x904); no Microsoft"
+        " source for the code at this stage",
+    ),
     explanation=(
         "Every Remote Desktop client keeps a small licensing store in the registry "
         "(HKLM\\SOFTWARE\\Microsoft\\MSLicensing): its hardware id and the licenses hosts "

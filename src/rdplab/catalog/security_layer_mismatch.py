@@ -5,7 +5,7 @@ SecurityLayer 0 makes the host use Standard RDP Security: no TLS, no NLA, so the
 cannot be authenticated. A client asked for TLS/CredSSP then gets
 SSL_NOT_ALLOWED_BY_SERVER in the X.224 Connection Confirm ([MS-RDPBCGR] 2.2.1.2.2), and a
 client whose policy says "Do not connect" when server authentication fails
-(AuthenticationLevel=2) stops there (docs/sources.md s3, s4).
+(AuthenticationLevel=1, TS_SERVER_AUTH_REQUIRE) stops there (docs/sources.md s3, s4).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SSL_NOT_ALLOWED_BY_SERVER = 0x2
 def detect(ctx: DetectContext) -> list[Finding]:
     layer = ctx.host.effective("security_layer")
     auth = ctx.client.effective("server_auth_level")
-    if layer.value != win.SECURITY_LAYER_RDP or auth.value != 2:
+    if layer.value != win.SECURITY_LAYER_RDP or auth.value != win.SERVER_AUTH_REQUIRE:
         return []
     return [
         finding(
@@ -52,7 +52,7 @@ CONNECT_ANYWAY = Fix(
     "client-connect-anyway",
     "Set AuthenticationLevel=0 on the client: connect even when the server cannot be"
     " authenticated.",
-    {"client": (reg_dword(win.TS_POLICY_KEY, "AuthenticationLevel", 0),)},
+    {"client": (reg_dword(win.TS_POLICY_KEY, "AuthenticationLevel", win.SERVER_AUTH_NONE),)},
     risk="lowers-security",
     leaves=("host:registry/*Terminal Services/SecurityLayer/*",),
 )
@@ -78,7 +78,9 @@ FAULT = Fault(
             "host",
             {
                 "host": (reg_dword(win.TS_POLICY_KEY, "SecurityLayer", win.SECURITY_LAYER_RDP),),
-                "client": (reg_dword(win.TS_POLICY_KEY, "AuthenticationLevel", 2),),
+                "client": (
+                    reg_dword(win.TS_POLICY_KEY, "AuthenticationLevel", win.SERVER_AUTH_REQUIRE),
+                ),
             },
             (NEGOTIATE, CONNECT_ANYWAY),
             leaves=("client:registry/*Terminal Services/AuthenticationLevel/*",),
