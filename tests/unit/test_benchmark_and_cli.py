@@ -79,3 +79,20 @@ def test_run_bad_lab_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", "--lab-file", str(bad)])
     assert result.exit_code == 2
     assert f"{bad}:" in result.stderr
+
+
+def test_train_walks_through_a_fault() -> None:
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["train", "listener-port-changed"])
+    assert result.exit_code == 0, result.stdout
+    text = result.stdout
+    assert "reg.set" in text  # the break
+    assert "refused" in text  # what the user sees
+    assert "RDP-Tcp listens on 3390, clients dial 3389" in text  # detection evidence
+    assert "findings after the fix: 0" in text
+    assert "running the fix again changes: 0" in text
+
+
+def test_train_unknown_fault() -> None:
+    result = CliRunner().invoke(app, ["train", "nope"])
+    assert result.exit_code == 2
+    assert "unknown fault id 'nope'" in result.stderr
