@@ -12,7 +12,10 @@ import re
 
 from rdplab.agent import AGENT_DIR, AGENT_PATH
 
-CHUNK = 6000  # base64 characters per upload command
+# base64 characters per upload command. -EncodedCommand re-encodes the script as UTF-16
+# base64 (about 8/3 growth), so 2400 keeps each line near 6900 of cmd.exe's 8191.
+CHUNK = 2400
+CMD_LIMIT = 8191
 PS = "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass"
 STAGING = AGENT_DIR + r"\agent.ps1.b64"
 
