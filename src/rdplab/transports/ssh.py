@@ -22,38 +22,16 @@ import select
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rdplab.errors import BackendError, ProviderError
+from rdplab.secret import Secret
 from rdplab.transports.base import CommandResult, Transport
 
 if TYPE_CHECKING:
     from paramiko import Channel, PKey, SSHClient
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-
-
-class _Secret:
-    """A string that shows as *** everywhere except where it is handed to paramiko."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str | None) -> None:
-        self._value = value
-
-    def reveal(self) -> str | None:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "'***'" if self._value else "None"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:  # never pickle a password
-        raise TypeError("a secret cannot be pickled")
 
 
 class SSHTransport(Transport):
@@ -90,8 +68,8 @@ class SSHTransport(Transport):
             raise ProviderError(f"{host}: SSH timeouts must be positive")
         self.port = int(port)
         self.username = username
-        self._password = _Secret(password)
-        self._passphrase = _Secret(passphrase)
+        self._password = Secret(password)
+        self._passphrase = Secret(passphrase)
         self.key_filename = os.fspath(key_filename) if key_filename is not None else None
         self.known_hosts = Path(os.fspath(known_hosts or DEFAULT_KNOWN_HOSTS)).expanduser()
         self.timeout = float(timeout)

@@ -21,9 +21,10 @@ import contextlib
 import errno
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from rdplab.errors import BackendError, ProviderError
+from rdplab.secret import Secret
 from rdplab.transports.base import CommandResult, Transport
 
 if TYPE_CHECKING:
@@ -33,26 +34,6 @@ Auth = Literal["ntlm", "basic", "ssl"]
 AUTHS: tuple[str, ...] = ("ntlm", "basic", "ssl")
 # WinRM's "operation timed out" fault on Receive: the command is still running.
 _RECEIVE_TIMEOUT_FAULT = 2150858793
-
-
-class _Secret:
-    """A string that shows as *** everywhere except where it is handed to pywinrm."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:  # never pickle a password
-        raise TypeError("a secret cannot be pickled")
 
 
 class WinRMTransport(Transport):
@@ -108,7 +89,7 @@ class WinRMTransport(Transport):
         self.port = port or (5986 if scheme == "https" else 5985)
         self.scheme = scheme
         self.username = username
-        self._password = _Secret(password)
+        self._password = Secret(password)
         self.auth: Auth = auth
         self.validate_server_cert = validate_server_cert
         self.ca_trust_path = ca_trust_path
