@@ -13,7 +13,7 @@ def test_secret_hides_its_value_everywhere_but_reveal() -> None:
     s = Secret("hunter2")
     assert "hunter2" not in repr(s)
     assert "hunter2" not in str(s)
-    assert "hunter2" not in f"{s} {s!r} {[s]} {({'password': s})}"
+    assert "hunter2" not in f"{s} {s!r} {[s]} {dict(password=s)}"
     assert s.reveal() == "hunter2"
     assert s
 
