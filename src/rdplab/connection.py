@@ -45,6 +45,8 @@ class ConnectionResult:
     extended_code: str | None = None
     negotiation_failure: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: stages a live probe could not exercise, with the reason (empty on sim)
+    not_probed: dict[str, str] = field(default_factory=dict)
 
     @property
     def evidence(self) -> str:
@@ -59,6 +61,7 @@ class ConnectionResult:
             "negotiation_failure": self.negotiation_failure,
             "stages": [vars(s) for s in self.stages],
             "notes": list(self.notes),
+            **({"not_probed": dict(self.not_probed)} if self.not_probed else {}),
         }
 
 
