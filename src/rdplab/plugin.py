@@ -1,6 +1,7 @@
 """The rdplab pytest plugin (entry point ``pytest11: rdplab``).
 
-Options (group "rdplab"): ``--lab-file`` and ``--lab-provider``. Tests that take the
+Options (group "rdplab"): ``--lab-file``, ``--lab-provider``, and for the real providers
+``--lab-inventory`` and ``--lab-teardown`` (docs/real-windows.md). Tests that take the
 ``lab_run`` fixture are parametrized over the lab file's scenarios (ids are scenario ids,
 so ``-k credssp`` selects), optionally narrowed with ``@pytest.mark.lab_scenarios("healthy")``
 or ``("faulted")``. Each scenario runs once per session; its tests assert different
@@ -28,6 +29,7 @@ DEFAULT_LAB = "labs/rdp-0x904.yaml"
 class LabSession:
     lab_file: Path
     provider_name: str
+    provider_options: dict[str, object] = field(default_factory=dict)
     _lab: Lab | None = None
     _provider: Provider | None = None
     runs: dict[str, ScenarioRun] = field(default_factory=dict)
@@ -41,7 +43,7 @@ class LabSession:
     @property
     def provider(self) -> Provider:
         if self._provider is None:
-            self._provider = get_provider(self.provider_name)
+            self._provider = get_provider(self.provider_name, **self.provider_options)
         return self._provider
 
     def run(self, scenario: Scenario) -> ScenarioRun:
@@ -67,6 +69,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME",
         help="where the lab machines are: sim (default, in-process twins), vagrant, inventory",
     )
+    group.addoption(
+        "--lab-inventory",
+        default=None,
+        metavar="PATH",
+        help="inventory of existing Windows machines for --lab-provider=inventory"
+        " (default: inventory.yaml under the rootdir)",
+    )
+    group.addoption(
+        "--lab-teardown",
+        action="store_true",
+        default=False,
+        help="vagrant: halt the lab's VMs at the end of the run (default: leave them up)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,7 +93,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "real_windows: needs a real Windows machine")
     option = config.getoption("--lab-file")
     path = Path(option) if option else Path(config.rootpath) / DEFAULT_LAB
-    session = config.stash[LAB_SESSION] = LabSession(path, config.getoption("--lab-provider"))
+    inventory = config.getoption("--lab-inventory")
+    session = config.stash[LAB_SESSION] = LabSession(
+        path,
+        config.getoption("--lab-provider"),
+        {
+            "inventory": Path(inventory) if inventory else Path(config.rootpath) / "inventory.yaml",
+            "teardown": config.getoption("--lab-teardown"),
+            "root": Path(config.rootpath),
+        },
+    )
     try:  # the report's Environment table (pytest-html shows pytest-metadata)
         from pytest_metadata.plugin import metadata_key
 
@@ -86,6 +110,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[metadata_key]["rdplab provider"] = session.provider_name
     except (ImportError, KeyError):  # pragma: no cover - pytest-html brings pytest-metadata
         pass
+    if session.provider_name != "sim":
+        # a real provider's inventory or tools are checked before anything runs (no
+        # machine is contacted yet)
+        try:
+            session.provider  # noqa: B018
+        except RdplabError as exc:
+            raise pytest.UsageError(f"rdplab: {exc}") from None
     if option:
         # A lab file named on the command line is checked before anything runs, so a bad
         # one stops the run with one clear line instead of a collection traceback.

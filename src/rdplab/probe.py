@@ -137,12 +137,14 @@ def probe(
     timeout: float = DEFAULT_TIMEOUT,
     requested: int = DEFAULT_REQUEST,
     server_name: str | None = None,
+    tcp_only: str | None = None,
 ) -> ConnectionResult:
     """Probe the RDP listener at address:port.
 
     ``resolution`` is the evidence of how the client resolved the host's name (the stage
     passes with it); without it, ``address`` is resolved here, from Python on this machine,
-    and the evidence says so. ``server_name`` goes into TLS SNI."""
+    and the evidence says so. ``server_name`` goes into TLS SNI. ``tcp_only`` (a reason)
+    stops after TCP and reports the later stages as not probed for that reason."""
     run = _Run()
     where = f"{address}:{port}"
     if resolution is not None:
@@ -174,6 +176,12 @@ def probe(
         return run.failed("tcp", f"cannot connect to {where}: {exc.strerror or exc}")
     with sock:
         run.passed("tcp", f"connected to {where}")
+        if tcp_only is not None:
+            for stage in ("x224", "tls", *NOT_PROBED):
+                run.result.not_probed[stage] = tcp_only
+            run.result.notes.append(f"x224, tls, credssp, licensing: not probed ({tcp_only})")
+            run.result.ok = True
+            return run.result
         # X.224
         deadline = time.monotonic() + timeout
         try:

@@ -336,3 +336,11 @@ def test_name_does_not_resolve() -> None:
     assert result.evidence.startswith(
         "no-such-host.invalid does not resolve (resolved from Python on the test runner"
     )
+
+
+def test_tcp_only_reports_the_rest_as_not_probed(tmp_path: Path) -> None:
+    with rdp_responder(tmp_path, "silent") as r:
+        result = probe("127.0.0.1", r.port, tcp_only="WebSocket")
+    assert result.ok
+    assert [s.name for s in result.stages] == ["name-resolution", "tcp"]
+    assert result.not_probed == dict.fromkeys(("x224", "tls", "credssp", "licensing"), "WebSocket")

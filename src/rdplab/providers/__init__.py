@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
 
 from rdplab.errors import ProviderError
@@ -9,18 +10,25 @@ from rdplab.providers.base import Provider
 
 PROVIDERS = {
     "sim": "rdplab.providers.sim:SimProvider",
+    "vagrant": "rdplab.providers.vagrant:VagrantProvider",
+    "inventory": "rdplab.providers.inventory:InventoryProvider",
 }
 
 
 def get_provider(name: str, **options: object) -> Provider:
+    """The provider ``name``, given those of ``options`` its constructor takes (the
+    plugin passes every provider's options; ``None`` means not given)."""
     try:
         target = PROVIDERS[name]
     except KeyError:
         raise ProviderError(
             f"unknown provider {name!r} (known: {', '.join(sorted(PROVIDERS))})"
         ) from None
-    module, cls = target.split(":")
-    provider: Provider = getattr(import_module(module), cls)(**options)
+    module, cls_name = target.split(":")
+    cls = getattr(import_module(module), cls_name)
+    accepted = inspect.signature(cls).parameters
+    given = {k: v for k, v in options.items() if v is not None and k in accepted}
+    provider: Provider = cls(**given)
     return provider
 
 

@@ -1,0 +1,173 @@
+"""What real-machine providers share: one transport and agent backend per machine, and
+the live connection probe.
+
+A subclass says how to reach each machine (``open_transport``), how to bring it back to
+its baseline (``restore``) and where the host's RDP listener is (``rdp_endpoint``). The
+base opens each transport once, checks (and if needed installs) the agent once per
+machine, hands the same backends to every scenario with a fresh call log, and closes
+everything in ``close()``.
+
+``connect()`` is the live probe (``rdplab.probe``): the name is resolved the way the
+client resolves it, from the client's facts gathered just before (hosts file, then the
+resolver cache, then the lab's DNS zone, which the facts cannot show), and the host's
+listener is probed from Python for TCP, X.224 and TLS. CredSSP and licensing are
+reported as not probed.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from rdplab import probe
+from rdplab.backends.agent import AgentBackend
+from rdplab.backends.base import CallLog
+from rdplab.catalog.base import ROLES, Role
+from rdplab.connection import ConnectionResult, _Run
+from rdplab.facts import Facts
+from rdplab.lab import Scenario
+from rdplab.ops import BatchResult, Op
+from rdplab.providers.base import LabMachines, Provider
+from rdplab.transports.base import Transport
+
+AfterApply = Callable[["RemoteBackend", list[Op], BatchResult], None]
+
+
+class RemoteBackend(AgentBackend):
+    """The agent backend, remembering the facts of its last full gather (the probe reads
+    the client's DNS answer from them) and telling the provider about every batch."""
+
+    def __init__(
+        self, role: str, transport: Transport, calls: CallLog, after_apply: AfterApply | None
+    ) -> None:
+        super().__init__(role, transport, calls)
+        self.last_facts: Facts | None = None
+        self.after_apply = after_apply
+
+    def apply(self, ops: list[Op]) -> BatchResult:
+        result = super().apply(ops)
+        if self.after_apply is not None:
+            self.after_apply(self, ops, result)
+        return result
+
+    def gather(self, request: dict[str, Any] | None = None) -> Facts:
+        facts = super().gather(request)
+        if request:  # the scenario's gathers ask for ports; snapshots ask for nothing
+            self.last_facts = facts
+        return facts
+
+
+class RemoteProvider(Provider):
+    #: seconds the probe waits for TCP, the X.224 answer and the TLS handshake
+    probe_timeout: float = 5.0
+    #: install or replace the agent when it is missing or stale (else: a clear error)
+    install_agent: bool = True
+
+    def __init__(self) -> None:
+        self.transports: dict[Role, Transport] = {}
+        self.backends: dict[Role, RemoteBackend] = {}
+        self.agent_status: dict[Role, str] = {}
+
+    # -- what a real provider supplies ----------------------------------------------------
+    @abstractmethod
+    def open_transport(self, role: Role) -> Transport:
+        """A transport (not yet open) to the machine playing ``role``."""
+
+    @abstractmethod
+    def restore(self, scenario: Scenario) -> None:
+        """Bring both machines back to their baseline (snapshot, journal...)."""
+
+    @abstractmethod
+    def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
+        """Where the probe reaches the host's RDP listener when the client resolves the
+        host's lab name to its lab address."""
+
+    def after_apply(self, backend: RemoteBackend, ops: list[Op], result: BatchResult) -> None:
+        """Called after every batch (the inventory provider journals it)."""
+
+    # -- machines ---------------------------------------------------------------------------
+    def machine(self, role: Role) -> RemoteBackend:
+        """The open backend for ``role``: the transport is opened and the agent checked
+        the first time only."""
+        if role not in self.backends:
+            transport = self.open_transport(role)
+            transport.open()
+            self.transports[role] = transport
+            backend = RemoteBackend(role, transport, CallLog(), self.after_apply)
+            self.backends[role] = backend
+            try:
+                self.agent_status[role] = backend.ensure_agent(install=self.install_agent)
+            except BaseException:
+                self.drop(role)
+                raise
+        return self.backends[role]
+
+    def drop(self, role: Role) -> None:
+        """Close and forget one machine's transport (it is reopened when next needed)."""
+        self.backends.pop(role, None)
+        transport = self.transports.pop(role, None)
+        if transport is not None:
+            transport.close()
+
+    def reset(self, scenario: Scenario) -> LabMachines:
+        self.restore(scenario)
+        calls = CallLog()
+        backends = {role: self.machine(role) for role in ROLES}
+        for b in backends.values():
+            b.calls = calls
+            b.last_facts = None
+        return LabMachines(backends["client"], backends["host"], calls)
+
+    def close(self) -> None:
+        for role in list(self.transports):
+            self.drop(role)
+
+    # -- the connection ---------------------------------------------------------------------
+    def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
+        net = scenario.network
+        address, port = self.rdp_endpoint(scenario)
+        tcp_only = None
+        if net.transport == "websocket":
+            port = net.target_port
+            tcp_only = (
+                "the WebSocket transport carries RDP inside an HTTPS WebSocket upgrade, which"
+                " the probe does not speak"
+            )
+        client = machines.client
+        facts = client.last_facts if isinstance(client, RemoteBackend) else None
+        if facts is None:
+            return probe.probe(address, port, timeout=self.probe_timeout, tcp_only=tcp_only)
+        answer, source = resolve_like_client(facts, net.host_name, net.zone)
+        if answer is None:
+            return _Run().failed(
+                "name-resolution",
+                f"{net.host_name} is not in the client's hosts file or DNS cache, nor in the"
+                " lab's DNS zone",
+            )
+        evidence = f"{net.host_name} -> {answer} (from the client's {source})"
+        if answer != net.host_address:
+            # the client would dial another address: so does the probe (a stale record
+            # times out or reaches the wrong machine, as it would for mstsc)
+            address = answer
+            evidence += f"; the host is {net.host_address}"
+        elif address != answer:
+            evidence += f"; probed at {address}:{port}"
+        return probe.probe(
+            address, port, resolution=evidence, timeout=self.probe_timeout, tcp_only=tcp_only
+        )
+
+
+def resolve_like_client(facts: Facts, name: str, zone: dict[str, str]) -> tuple[str | None, str]:
+    """The Windows DNS client's order: hosts file, then its resolver cache, then its DNS
+    server. The facts show the first two; the lab's zone stands in for the server."""
+    key = name.lower()
+    if key in facts.hosts:
+        return facts.hosts[key], "hosts file"
+    if key in facts.dns_cache:
+        return facts.dns_cache[key], "DNS cache"
+    answer = zone.get(key)
+    return answer, "lab DNS zone (the client's DNS server itself was not queried)"
+
+
+__all__ = ["RemoteBackend", "RemoteProvider", "resolve_like_client"]

@@ -1,0 +1,525 @@
+"""The inventory provider end to end: real pywinrm (NTLM) and paramiko against the loopback
+WS-Management responders and OpenSSH server, the live probe against the loopback RDP
+responder, and the rollback journal undoing every break and fix on the twins behind them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rdplab.agent
+import rdplab.backends.agent
+from rdplab.baselines import build_twin
+from rdplab.errors import BackendError, LabFileError, ProviderError, RdplabError
+from rdplab.lab import load_lab
+from rdplab.network import Network
+from rdplab.ops import render_op
+from rdplab.providers import get_provider
+from rdplab.providers.inventory import InventoryProvider, load_inventory
+from rdplab.scenario import run_scenario
+
+from .test_probe import RDPResponder, rdp_responder
+from .wsman_responder import Responder, responder
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = load_lab(REPO / "labs" / "rdp-0x904.yaml")
+SECRET = "S3cret-Lab-Pa55!"  # the responders' password (tests/loopback/wsman_responder.py)
+STAND_IN_AGENT = b"# rdplab stand-in agent: src/rdplab/agent/agent.ps1 is not in this tree\r\n"
+
+
+@pytest.fixture
+def agent_ready(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """The agent rdplab uploads: the real agent.ps1, or, while it is still being written
+    (it is not committed yet), a stand-in. The loopback machines answer with the twin
+    either way; the install, hash check and version check run on these bytes."""
+    try:
+        return rdplab.agent.agent_source()
+    except FileNotFoundError:
+        import hashlib
+
+        sha = hashlib.sha256(STAND_IN_AGENT).hexdigest().upper()
+        for module in (rdplab.agent, rdplab.backends.agent):
+            monkeypatch.setattr(module, "agent_source", lambda: STAND_IN_AGENT)
+            monkeypatch.setattr(module, "agent_sha256", lambda: sha)
+        return STAND_IN_AGENT
+
+
+def wire(twin: Any, net: Network) -> None:
+    """On the lab network, as the sim provider wires its twins."""
+    twin.zone = net.zone
+    twin.http_reach = net.pki_address.__eq__
+
+
+@dataclass
+class WinRMLab:
+    client: Responder
+    host: Responder
+    rdp: RDPResponder
+    inventory: Path
+
+    def responders(self) -> dict[str, Responder]:
+        return {"client": self.client, "host": self.host}
+
+
+def rdp_lines(port: int) -> str:
+    return f"    rdp_address: 127.0.0.1\n    rdp_port: {port}\n"
+
+
+def machine_yaml(r: Responder, env: str, extra: str = "") -> str:
+    return (
+        f"    address: 127.0.0.1\n    transport: winrm\n    port: {r.port}\n"
+        f"    username: {r.username}\n    password_env: {env}\n    auth: ntlm\n"
+        f"    timeout: 10\n{extra}"
+    )
+
+
+@pytest.fixture
+def winrm_lab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_ready: bytes
+) -> Iterator[WinRMLab]:
+    """Client and host: two loopback WinRM responders with twins of the lab's baselines;
+    the host's RDP port: the loopback RDP responder. The inventory names them."""
+    net = Network()
+    with (
+        responder(baseline="windows-11", computer_name="CLIENT") as client,
+        responder(baseline="windows-server-2022", computer_name="HOST") as host,
+        rdp_responder(tmp_path / "rdp") as rdp,
+    ):
+        wire(client.twin, net)
+        wire(host.twin, net)
+        monkeypatch.setenv("RDPLAB_TEST_CLIENT_PW", client.password)
+        monkeypatch.setenv("RDPLAB_TEST_HOST_PW", host.password)
+        inventory = tmp_path / "lab" / "inventory.yaml"
+        inventory.parent.mkdir()
+        inventory.write_text(
+            "machines:\n  client:\n"
+            + machine_yaml(client, "RDPLAB_TEST_CLIENT_PW")
+            + "  host:\n"
+            + machine_yaml(
+                host,
+                "RDPLAB_TEST_HOST_PW",
+                f"    rdp_address: 127.0.0.1\n    rdp_port: {rdp.port}\n",
+            )
+        )
+        yield WinRMLab(client, host, rdp, inventory)
+
+
+def snapshots(lab: WinRMLab) -> dict[str, Any]:
+    return {role: r.twin.snapshot() for role, r in lab.responders().items()}
+
+
+# -- a whole scenario, and reset by the journal --------------------------------------------------
+@pytest.mark.winrm_loopback
+def test_healthy_scenario_over_winrm_with_the_live_probe(winrm_lab: WinRMLab) -> None:
+    provider = InventoryProvider(winrm_lab.inventory)
+    try:
+        run = run_scenario(provider, LAB.scenario("healthy"))
+    finally:
+        provider.close()
+    assert run.error is None, f"{run.failed_step}: {run.error}"
+    assert run.findings == [] and run.unexpected_diff == {}
+    conn = run.connection
+    assert conn is not None and conn.ok, conn
+    assert [s.name for s in conn.stages] == ["name-resolution", "tcp", "x224", "tls"]
+    assert conn.stages[0].detail == (
+        "host.rdplab.test -> 192.168.56.11 (from the client's lab DNS zone (the client's DNS"
+        f" server itself was not queried)); probed at 127.0.0.1:{winrm_lab.rdp.port}"
+    )
+    assert f"thumbprint {winrm_lab.rdp.thumbprint}" in conn.stages[3].detail
+    assert set(conn.not_probed) == {"credssp", "licensing"}
+    # the budget on the wire: one command per machine per phase, nothing else
+    assert run.max_calls_per_machine_phase == 1, run.calls
+    for role, r in winrm_lab.responders().items():
+        assert r.shells_opened == 1  # one shell for the whole session
+        logged = sum(n for key, n in run.calls.items() if key.startswith(f"{role}/"))
+        assert r.kinds["call"] == logged + 1, (role, r.kinds)  # + the baseline gather
+        assert r.kinds["hash"] == 1  # the agent is checked once per machine
+
+
+FAULTED = [
+    "firewall-blocked",
+    "firewall-blocked-block-rule",
+    "rdp-disabled-policy",
+    "listener-port-changed",
+    "termservice-stopped",
+    "security-layer-mismatch",
+    "licensing-cache-stale",
+    "dns-stale-record",
+    "firewall-and-licensing",
+]
+
+
+@pytest.mark.winrm_loopback
+def test_reset_replays_the_journal_back_to_the_baseline(winrm_lab: WinRMLab) -> None:
+    """Each faulted scenario runs whole over WinRM (break, fix, fix again) and the reset
+    replays the journal; then its breaks alone are applied (a run that stopped there) and
+    the reset undoes them. Every time the twins end exactly as they began."""
+    provider = InventoryProvider(winrm_lab.inventory)
+    try:
+        provider.reset(LAB.scenario("healthy"))
+        baseline = snapshots(winrm_lab)
+        for sid in FAULTED:
+            scenario = LAB.scenario(sid)
+            run = run_scenario(provider, scenario)
+            assert run.error is None, f"{sid}: {run.failed_step}: {run.error}"
+            assert {(f.fault, f.role) for f in run.findings} == scenario.expected(), sid
+            assert run.findings_after == [], sid
+            _reset_and_compare(provider, winrm_lab, scenario, baseline, ("break", "fix"))
+
+            machines = provider.reset(scenario)
+            ctx = scenario.network.context()
+            for role in ("client", "host"):
+                ops = [
+                    render_op(o, ctx)
+                    for pf in scenario.faults
+                    for o in pf.placement.breaks.get(role, ())
+                ]
+                if ops:
+                    machines.calls.phase = "break"
+                    assert machines.backend(role).apply(ops).changes > 0
+            assert snapshots(winrm_lab) != baseline, sid
+            _reset_and_compare(provider, winrm_lab, scenario, baseline, ("break",))
+    finally:
+        provider.close()
+    assert provider.reset_notes == []
+    assert provider.journal_dir == winrm_lab.inventory.parent / ".rdplab-journal"
+
+
+def _reset_and_compare(
+    provider: InventoryProvider,
+    lab: WinRMLab,
+    scenario: Any,
+    baseline: dict[str, Any],
+    phases: tuple[str, ...],
+) -> None:
+    journals = {role: provider.journal(role) for role in ("client", "host")}
+    assert any(journals.values()), scenario.id
+    for role, entries in journals.items():
+        for e in entries:
+            assert e["role"] == role and e["phase"] in phases, e
+            assert e["irreversible"] == [], (scenario.id, e["ops"])
+        # a fix that removes what the break added needs no inverse of its own
+        assert not entries or any(e["inverse"] for e in entries), scenario.id
+    for r in lab.responders().values():
+        r.reset_counters()
+    provider.reset(scenario)
+    assert snapshots(lab) == baseline, f"{scenario.id}: reset did not restore"
+    for role, r in lab.responders().items():
+        assert provider.journal(role) == []
+        if journals[role]:
+            assert provider.journal_path(role).read_text() == ""  # truncated
+        # the rollback is one batch per machine that had changes, and nothing else
+        assert r.kinds == ({"call": 1} if journals[role] else {}), (scenario.id, role)
+
+
+@pytest.mark.winrm_loopback
+def test_a_crashed_run_is_rolled_back_by_the_next(winrm_lab: WinRMLab) -> None:
+    scenario = LAB.scenario("rdp-disabled-policy")
+    first = InventoryProvider(winrm_lab.inventory)
+    machines = first.reset(scenario)
+    baseline = snapshots(winrm_lab)
+    ctx = scenario.network.context()
+    ops = [render_op(o, ctx) for pf in scenario.faults for o in pf.placement.breaks["host"]]
+    assert machines.host.apply(ops).changes > 0
+    first.close()  # the run dies here: no reset
+    assert snapshots(winrm_lab) != baseline
+    lines = first.journal_path("host").read_text().splitlines()
+    assert len(lines) == 1 and '"reg.restore"' in lines[0]
+
+    second = InventoryProvider(winrm_lab.inventory)
+    try:
+        second.reset(scenario)
+    finally:
+        second.close()
+    assert snapshots(winrm_lab) == baseline
+    assert second.journal("host") == []
+
+
+# -- the plugin: tests/test_lab.py unchanged on the inventory provider ---------------------------
+@pytest.mark.winrm_loopback
+def test_lab_suite_runs_on_the_inventory_provider(
+    winrm_lab: WinRMLab, pytester: pytest.Pytester
+) -> None:
+    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
+    (pytester.path / "labs").mkdir()
+    shutil.copy(REPO / "labs" / "rdp-0x904.yaml", pytester.path / "labs" / "rdp-0x904.yaml")
+    result = pytester.runpytest(
+        "--lab-provider=inventory",
+        f"--lab-inventory={winrm_lab.inventory}",
+        f"--lab-file={pytester.path / 'labs' / 'rdp-0x904.yaml'}",
+        "-k",
+        "healthy",
+        "-p",
+        "no:cacheprovider",
+        "-v",
+    )
+    result.stdout.fnmatch_lines(["*provider inventory*"])
+    # test_healthy, test_no_collateral, test_call_budget for the healthy scenario
+    result.assert_outcomes(passed=3)
+    calls = {role: r.kinds["call"] for role, r in winrm_lab.responders().items()}
+    # baseline snapshot, gather, verify-gather, diff snapshot + one set-up gather each
+    assert calls == {"client": 5, "host": 5}
+
+
+def test_plugin_rejects_a_bad_inventory_before_running(pytester: pytest.Pytester) -> None:
+    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
+    bad = pytester.path / "inv.yaml"
+    bad.write_text("machines:\n  client: {}\n")
+    result = pytester.runpytest("--lab-provider=inventory", f"--lab-inventory={bad}")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines([f"*rdplab: {bad}:2: machines.client.address: required*"])
+
+
+# -- credentials -----------------------------------------------------------------------------------
+@pytest.mark.winrm_loopback
+def test_missing_password_variable_names_host_and_variable(
+    winrm_lab: WinRMLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RDPLAB_TEST_HOST_PW")
+    provider = InventoryProvider(winrm_lab.inventory)
+    try:
+        with pytest.raises(ProviderError) as info:
+            provider.reset(LAB.scenario("healthy"))
+    finally:
+        provider.close()
+    msg = str(info.value)
+    assert msg == (
+        "127.0.0.1 (host): the environment variable RDPLAB_TEST_HOST_PW is not set; it holds"
+        f" the password ({winrm_lab.inventory}:15: machines.host.password_env)"
+    )
+    assert SECRET not in msg and SECRET not in repr(info.value.args)
+
+
+@pytest.mark.winrm_loopback
+def test_wrong_password_names_the_host_not_the_password(
+    winrm_lab: WinRMLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = "Wr0ng-Inventory-Pa55!"
+    monkeypatch.setenv("RDPLAB_TEST_CLIENT_PW", wrong)
+    provider = InventoryProvider(winrm_lab.inventory)
+    try:
+        with pytest.raises(BackendError) as info:
+            provider.reset(LAB.scenario("healthy"))
+    finally:
+        provider.close()
+    msg = str(info.value)
+    assert msg.startswith("127.0.0.1: authentication failed for user labadmin (ntlm at http://")
+    assert f":{winrm_lab.client.port})" in msg
+    for text in (msg, repr(info.value.args), repr(provider), repr(vars(provider))):
+        assert wrong not in text and SECRET not in text
+
+
+@pytest.mark.winrm_loopback
+def test_password_from_the_keyring(
+    winrm_lab: WinRMLab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    class Memory(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+        entries: dict[tuple[str, str], str] = {("rdplab-test", "labadmin"): SECRET}
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.entries.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.entries[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            self.entries.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(Memory())
+    try:
+        text = winrm_lab.inventory.read_text()
+        winrm_lab.inventory.write_text(
+            text.replace("password_env: RDPLAB_TEST_HOST_PW", "keyring: rdplab-test/labadmin")
+        )
+        provider = InventoryProvider(winrm_lab.inventory)
+        try:
+            machines = provider.reset(LAB.scenario("healthy"))
+            assert machines.host.gather({}).raw["computer"]["name"] == "HOST"
+        finally:
+            provider.close()
+        winrm_lab.inventory.write_text(
+            text.replace("password_env: RDPLAB_TEST_HOST_PW", "keyring: rdplab-test/nobody")
+        )
+        provider = InventoryProvider(winrm_lab.inventory)
+        try:
+            with pytest.raises(ProviderError) as info:
+                provider.reset(LAB.scenario("healthy"))
+        finally:
+            provider.close()
+        assert str(info.value) == (
+            "127.0.0.1 (host): keyring has no password for service 'rdplab-test' user"
+            " 'nobody' (keyring set rdplab-test nobody)"
+        )
+    finally:
+        keyring.set_keyring(previous)
+
+
+# -- the file --------------------------------------------------------------------------------------
+def _inventory(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """\
+machines:
+  client:
+    address: 192.168.56.10
+    transport: winrm
+    username: labadmin
+    password_env: RDPLAB_PASSWORD
+  host:
+    address: 192.168.56.11
+    transport: ssh
+    username: labadmin
+    key_file: ~/.ssh/id_ed25519
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        (
+            GOOD.replace("password_env: RDPLAB_PASSWORD", "password: hunter2-secret"),
+            ":6: machines.client.password",
+            "secrets never go in the inventory",
+        ),
+        (
+            GOOD.replace("key_file: ~/.ssh/id_ed25519", "passphrase: hunter2-secret"),
+            ":11: machines.host.passphrase",
+            "secrets never go in the inventory",
+        ),
+        (
+            GOOD.replace("    password_env: RDPLAB_PASSWORD\n", ""),
+            ":2: machines.client",
+            "WinRM needs password_env: VAR or keyring: service/user",
+        ),
+        (
+            GOOD.replace("key_file: ~/.ssh/id_ed25519", "auth: ntlm"),
+            ":11: machines.host.auth",
+            "only for the other transport, not ssh",
+        ),
+        (
+            GOOD.replace("transport: ssh", "transport: rdp"),
+            ":9: machines.host.transport",
+            "Input should be 'winrm' or 'ssh'",
+        ),
+        (
+            GOOD.replace("RDPLAB_PASSWORD", "RDPLAB_PASSWORD\n    keyring: svc/user"),
+            ":7: machines.client.keyring",
+            "give password_env or keyring, not both",
+        ),
+        (
+            GOOD + "    rdp_port: 70000\n",
+            ":12: machines.host.rdp_port",
+            "less than or equal to 65535",
+        ),
+    ],
+)
+def test_inventory_errors_name_file_line_field(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    path = _inventory(tmp_path, text)
+    with pytest.raises(LabFileError) as info:
+        load_inventory(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}{where}: "), msg
+    assert message in msg
+    assert "hunter2-secret" not in msg
+
+
+def test_example_inventory_is_valid() -> None:
+    spec, _ = load_inventory(REPO / "fixtures" / "inventory.example.yaml")
+    assert spec.machines.client.transport == "winrm"
+    assert spec.machines.host.address == "192.168.56.11"
+
+
+def test_get_provider_passes_only_the_options_a_provider_takes(tmp_path: Path) -> None:
+    path = _inventory(tmp_path, GOOD)
+    provider = get_provider("inventory", inventory=path, teardown=True, root=tmp_path)
+    assert isinstance(provider, InventoryProvider) and provider.path == path
+    assert get_provider("sim", inventory=path, teardown=True).name == "sim"
+    with pytest.raises(LabFileError, match="file not found"):
+        get_provider("inventory", inventory=tmp_path / "missing.yaml")
+    with pytest.raises(RdplabError, match="unknown provider 'nope'"):
+        get_provider("nope")
+
+
+# -- SSH ----------------------------------------------------------------------------------------
+@pytest.mark.ssh_loopback
+def test_host_over_ssh_client_over_winrm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_ready: bytes
+) -> None:
+    """A mixed inventory: the host is reached by paramiko with a key and strict
+    known_hosts, the client by pywinrm; a faulted scenario and its rollback."""
+    from .ssh_server import ssh_server
+
+    net = Network()
+    with (
+        responder(baseline="windows-11", computer_name="CLIENT") as client,
+        ssh_server(tmp_path / "sshd") as host,
+        rdp_responder(tmp_path / "rdp") as rdp,
+    ):
+        wire(client.twin, net)
+        twin = build_twin("windows-server-2022", "HOST")
+        twin.zone = net.zone
+        twin.http_reach = frozenset({net.pki_address}).__contains__  # pickles
+        host.set_twin(twin)
+        monkeypatch.setenv("RDPLAB_TEST_CLIENT_PW", client.password)
+        inventory = _inventory(
+            tmp_path,
+            "machines:\n  client:\n"
+            + machine_yaml(client, "RDPLAB_TEST_CLIENT_PW")
+            + "  host:\n    address: 127.0.0.1\n    transport: ssh\n"
+            f"    port: {host.port}\n    username: {host.user}\n"
+            f"    key_file: {host.client_key}\n    known_hosts: {host.known_hosts}\n"
+            f"    rdp_port: {rdp.port}\n",
+        )
+        provider = InventoryProvider(inventory)
+        try:
+            provider.reset(LAB.scenario("healthy"))
+            baseline = host.twin().snapshot()
+            run = run_scenario(provider, LAB.scenario("listener-port-changed"))
+            assert run.error is None, f"{run.failed_step}: {run.error}"
+            assert {(f.fault, f.role) for f in run.findings} == {("listener-port-changed", "host")}
+            assert run.max_calls_per_machine_phase == 1
+            assert provider.journal("host")
+            assert run.connection_after is not None and run.connection_after.ok
+            provider.reset(LAB.scenario("healthy"))
+            assert host.twin().snapshot() == baseline
+            assert provider.journal("host") == []
+        finally:
+            provider.close()
+        assert os.path.basename(provider.journal_path("host")) == f"127.0.0.1_{host.port}.jsonl"
+
+
+@pytest.mark.real_windows
+def test_inventory_of_real_windows_machines() -> None:
+    """The healthy scenario on the machines of the inventory named by RDPLAB_INVENTORY."""
+    path = os.environ.get("RDPLAB_INVENTORY")
+    if not path:
+        pytest.skip(
+            "needs real Windows machines: set RDPLAB_INVENTORY to an inventory file"
+            " (docs/real-windows.md)"
+        )
+    provider = InventoryProvider(path)
+    try:
+        run = run_scenario(provider, LAB.scenario("healthy"))
+        provider.reset(LAB.scenario("healthy"))
+    finally:
+        provider.close()
+    assert run.error is None, f"{run.failed_step}: {run.error}"
+    assert run.connection is not None and run.connection.ok, run.connection
+    assert run.max_calls_per_machine_phase == 1
