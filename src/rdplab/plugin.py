@@ -110,9 +110,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[metadata_key]["rdplab provider"] = session.provider_name
     except (ImportError, KeyError):  # pragma: no cover - pytest-html brings pytest-metadata
         pass
-    if session.provider_name != "sim":
-        # a real provider's inventory or tools are checked before anything runs (no
-        # machine is contacted yet)
+    if session.provider_name in ("inventory", "vagrant"):
+        # a real provider's inventory is checked before anything runs (no machine is
+        # contacted yet); an unknown provider still fails in the tests, with its list
         try:
             session.provider  # noqa: B018
         except RdplabError as exc:
