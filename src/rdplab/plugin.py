@@ -78,9 +78,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--lab-teardown",
-        action="store_true",
-        default=False,
-        help="vagrant: halt the lab's VMs at the end of the run (default: leave them up)",
+        nargs="?",
+        const="halt",
+        default="none",
+        choices=("none", "halt", "destroy"),
+        help="vagrant: at the end of the run halt (the default when given without a value)"
+        " or destroy the lab's VMs (default: none, leave them running)",
     )
 
 

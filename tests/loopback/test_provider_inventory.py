@@ -36,6 +36,10 @@ STAND_IN_AGENT = b"# rdplab stand-in agent: src/rdplab/agent/agent.ps1 is not in
 
 @pytest.fixture
 def agent_ready(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    return agent_bytes(monkeypatch)
+
+
+def agent_bytes(monkeypatch: pytest.MonkeyPatch) -> bytes:
     """The agent rdplab uploads: the real agent.ps1, or, while it is still being written
     (it is not committed yet), a stand-in. The loopback machines answer with the twin
     either way; the install, hash check and version check run on these bytes."""

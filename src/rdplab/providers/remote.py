@@ -88,19 +88,20 @@ class RemoteProvider(Provider):
 
     # -- machines ---------------------------------------------------------------------------
     def machine(self, role: Role) -> RemoteBackend:
-        """The open backend for ``role``: the transport is opened and the agent checked
-        the first time only."""
+        """The open backend for ``role``: the transport is opened when needed (again after
+        ``drop``), the agent is checked the first time only."""
         if role not in self.backends:
             transport = self.open_transport(role)
             transport.open()
             self.transports[role] = transport
             backend = RemoteBackend(role, transport, CallLog(), self.after_apply)
             self.backends[role] = backend
-            try:
-                self.agent_status[role] = backend.ensure_agent(install=self.install_agent)
-            except BaseException:
-                self.drop(role)
-                raise
+            if role not in self.agent_status:  # once per machine, not per (re)connection
+                try:
+                    self.agent_status[role] = backend.ensure_agent(install=self.install_agent)
+                except BaseException:
+                    self.drop(role)
+                    raise
         return self.backends[role]
 
     def drop(self, role: Role) -> None:
