@@ -14,43 +14,26 @@ import pickle
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rdplab.agent import AGENT_PATH, agent_source, commands
 from rdplab.backends.agent import AgentBackend
 from rdplab.backends.base import CallLog
-from rdplab.baselines import BASELINE_DIR, build_twin
-from rdplab.catalog.base import ROLES, Role
-from rdplab.connection import ConnectionResult, connect
+from rdplab.catalog.base import ROLES
 from rdplab.errors import BackendError, ProviderError
-from rdplab.lab import Scenario, load_lab
+from rdplab.lab import load_lab
 from rdplab.ops import Op
-from rdplab.providers.base import LabMachines, Provider
 from rdplab.scenario import run_scenario
 from rdplab.transports.winrm import WinRMTransport
 
+from .winrm_lab import LoopbackWinRMProvider, winrm_lab, winrm_to
 from .wsman_responder import CMD_LIMIT, Responder, responder
 
 pytestmark = pytest.mark.winrm_loopback
 
 LAB_FILE = Path(__file__).resolve().parents[2] / "labs" / "rdp-0x904.yaml"
 RDP_TCP = r"HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server\WinStations\RDP-Tcp"
-
-
-def winrm_to(r: Responder, **kw: Any) -> WinRMTransport:
-    """A transport to the responder: Basic over loopback http (or https when it has TLS)."""
-    kw.setdefault("username", r.username)
-    kw.setdefault("password", r.password)
-    if r.scheme == "https":
-        kw.setdefault("auth", "ssl")
-    else:
-        kw.setdefault("auth", "basic")
-        kw.setdefault("allow_plaintext_basic", True)
-    kw.setdefault("read_timeout", 10)
-    kw.setdefault("operation_timeout", 5)
-    return WinRMTransport("127.0.0.1", r.port, **kw)
 
 
 @pytest.fixture
@@ -421,56 +404,10 @@ def test_the_password_never_shows(
 
 
 # -- a whole scenario over WinRM ----------------------------------------------------------------
-class LoopbackWinRMProvider(Provider):
-    """Client and host are two responders; each scenario starts from fresh twins."""
-
-    name = "winrm-loopback"
-    runs_on = "loopback WS-Management responders with twins (no Windows ran)"
-
-    def __init__(self, machines: dict[Role, Responder]) -> None:
-        self.responders = machines
-        self.transports = {role: winrm_to(r) for role, r in machines.items()}
-        for role, t in self.transports.items():  # the agent is installed once per machine
-            machines[role].install_agent()
-            t.open()
-            assert AgentBackend(role, t, CallLog()).ensure_agent() == "agent current"
-
-    def reset(self, scenario: Scenario) -> LabMachines:
-        calls = CallLog()
-        for role in ROLES:
-            twin = build_twin(
-                scenario.baselines[role],
-                scenario.computer_names[role],
-                scenario.baseline_search or (BASELINE_DIR,),
-            )
-            twin.zone = scenario.network.zone
-            twin.http_reach = scenario.network.pki_address.__eq__
-            self.responders[role].twin = twin
-            self.responders[role].reset_counters()
-        return LabMachines(
-            AgentBackend("client", self.transports["client"], calls),
-            AgentBackend("host", self.transports["host"], calls),
-            calls,
-        )
-
-    def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
-        return connect(
-            self.responders["client"].twin, self.responders["host"].twin, scenario.network
-        )
-
-    def close(self) -> None:
-        for t in self.transports.values():
-            t.close()
-
-
 @pytest.fixture(scope="module")
 def lab_provider() -> Iterator[LoopbackWinRMProvider]:
-    with responder(computer_name="CLIENT") as client, responder() as host:
-        provider = LoopbackWinRMProvider({"client": client, "host": host})
-        try:
-            yield provider
-        finally:
-            provider.close()
+    with winrm_lab() as provider:
+        yield provider
 
 
 @pytest.mark.parametrize(
@@ -489,6 +426,30 @@ def test_scenario_over_winrm(lab_provider: LoopbackWinRMProvider, scenario_id: s
     for role in ROLES:
         r = lab_provider.responders[role]
         logged = sum(n for key, n in run.calls.items() if key.startswith(f"{role}/"))
-        assert r.command_count == logged, (role, r.kinds, run.calls)
+        assert lab_provider.wire_commands()[role] == logged, (role, r.kinds, run.calls)
         assert set(r.kinds) == {"call"}  # no install, no hash check during a scenario
         assert r.agent_file() == agent_source()
+
+
+def test_benchmark_counts_commands_on_the_wire(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/lab_matrix.py --over winrm-loopback: the whole matrix through pywinrm,
+    and the commands counted on the responders equal the calls the lab logged."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "lab_matrix.py"
+    spec = importlib.util.spec_from_file_location("lab_matrix", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--json", "--repeat", "1", "--over", "winrm-loopback"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["provider"] == "winrm-loopback"
+    assert data["errors"] == []
+    assert data["max_calls_per_machine_phase"] == 1
+    for p in data["per_scenario"]:
+        logged = {
+            role: sum(n for k, n in p["calls_by_machine_phase"].items() if k.startswith(role))
+            for role in ROLES
+        }
+        assert p["wire_commands"] == logged, p["scenario"]
