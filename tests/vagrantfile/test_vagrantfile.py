@@ -186,8 +186,8 @@ OVERRIDES = {
     "RDPLAB_CLIENT_BOX_VERSION": "1.2.3",
     "RDPLAB_HOST_BOX": "example/ws2022-custom",
     "RDPLAB_HOST_BOX_VERSION": ">= 2402, < 2500",
-    "RDPLAB_WINRM_USERNAME": "labadmin",
-    "RDPLAB_WINRM_PASSWORD": "S3cret-for-test",
+    "RDPLAB_VAGRANT_USERNAME": "labadmin",
+    "RDPLAB_VAGRANT_PASSWORD": "S3cret-for-test",
 }
 CONFIGS: dict[str, dict[str, str]] = {
     "default": {},
@@ -419,6 +419,32 @@ def test_forwarded_ports(default: Dump) -> None:
         assert [(f["id"], f["host"]) for f in off] == [("tcp53389", 53389)]
 
 
+def test_port_tables_match(default: Dump) -> None:
+    """The port map in the Vagrantfile's header and in docs/vagrant.md is the real one."""
+    order = ("winrm", "winrm-ssl", "rdp", "ssh")
+    real = {
+        machine: tuple(
+            {f["id"]: f["host"] for f in forwards(default["machines"][machine]["virtualbox"])}[i]
+            for i in order
+        )
+        for machine in MACHINES
+    }
+    tables = {
+        "Vagrantfile": (
+            REPO / "Vagrantfile",
+            r"^#\s+(host|client)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$",
+        ),
+        "docs/vagrant.md": (
+            REPO / "docs" / "vagrant.md",
+            r"^\| (host|client) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$",
+        ),
+    }
+    for name, (path, pattern) in tables.items():
+        rows = re.findall(pattern, path.read_text(), flags=re.M)
+        table = {row[0]: tuple(int(p) for p in row[1:]) for row in rows}
+        assert table == real, f"{name}: port table {table} != resolved {real}"
+
+
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_no_port_collisions(dumps: Callable[[str], Dump], config: str) -> None:
     doc = dumps(config)
@@ -478,8 +504,8 @@ def test_provider_resources_and_linked_clones(
 
 def test_env_overrides(dumps: Callable[[str], Dump]) -> None:
     doc = dumps("overrides")
-    secret_sha = hashlib.sha256(OVERRIDES["RDPLAB_WINRM_PASSWORD"].encode()).hexdigest()
-    assert OVERRIDES["RDPLAB_WINRM_PASSWORD"] not in json.dumps(doc)
+    secret_sha = hashlib.sha256(OVERRIDES["RDPLAB_VAGRANT_PASSWORD"].encode()).hexdigest()
+    assert OVERRIDES["RDPLAB_VAGRANT_PASSWORD"] not in json.dumps(doc)
     for machine, _provider, m in each(doc):
         prefix = "RDPLAB_CLIENT" if machine == "client" else "RDPLAB_HOST"
         assert m["box"] == OVERRIDES[f"{prefix}_BOX"]
