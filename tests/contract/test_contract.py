@@ -20,6 +20,12 @@ Backends: ``twin`` (SimBackend, in process), ``winrm-loopback`` (AgentBackend ov
 to tests/loopback/wsman_responder.py) and ``ssh-loopback`` (AgentBackend over SSH to the
 loopback sshd of tests/loopback/ssh_server.py, when that module exists). Each costs exactly
 one remote call per batch and per gather; the WinRM responder counts the Commands.
+
+``real``: with ``--lab-provider=vagrant`` or ``inventory`` the same cases also run against
+the lab's real Windows machines (the case's baseline picks the machine: the Windows 11
+baseline is the client, a server baseline the host). The provider brings the machines back
+to their baseline before and after each case (snapshot restore, or the rollback journal).
+On the sim provider there is no real machine, so no ``real`` case is generated.
 """
 
 from __future__ import annotations
@@ -62,6 +68,15 @@ BACKENDS = [
 ]
 if _has_ssh_server():
     BACKENDS.append(pytest.param("ssh-loopback", id="ssh-loopback", marks=pytest.mark.ssh_loopback))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kind" not in metafunc.fixturenames:
+        return
+    kinds = list(BACKENDS)
+    if metafunc.config.getoption("--lab-provider") != "sim":
+        kinds.append(pytest.param("real", id="real", marks=pytest.mark.real_windows))
+    metafunc.parametrize("kind", kinds)
 
 
 class MakeBackend(Protocol):
@@ -216,6 +231,8 @@ def make_backend(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> M
             r.twin = build_twin(baseline, computer_name)
             r.reset_counters()
             yield AgentBackend("host", t, calls), r
+        elif kind == "real":
+            yield real_backend(request, baseline), None
         else:
             ssh_server = importlib.import_module("loopback.ssh_server")
             with ssh_server.ssh_agent_backend(tmp_path, baseline, computer_name) as backend:
@@ -224,7 +241,22 @@ def make_backend(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> M
     return make
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
+def real_backend(request: pytest.FixtureRequest, baseline: str) -> Backend:
+    """The lab's real machine for this baseline, brought back to its baseline first; the
+    provider restores it again before the next case (and the next scenario)."""
+    from rdplab.lab import load_lab
+    from rdplab.providers.remote import RemoteProvider
+
+    session = request.getfixturevalue("lab_session")
+    provider = session.provider
+    assert isinstance(provider, RemoteProvider), f"{provider.name} has no real machines"
+    role = "client" if baseline == "windows-11" else "host"
+    healthy = next(s for s in load_lab(session.lab_file).scenarios if s.healthy)
+    machines = provider.reset(healthy)
+    request.addfinalizer(lambda: provider.reset(healthy))
+    return machines.backend(role)
+
+
 @pytest.mark.parametrize("case_file", CASES, ids=[p.stem for p in CASES])
 def test_contract(case_file: Path, kind: str, make_backend: MakeBackend) -> None:
     case = json.loads(case_file.read_text(encoding="utf-8"))
