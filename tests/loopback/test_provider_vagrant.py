@@ -350,13 +350,14 @@ def test_winrm_address_fallback_is_the_lab_network(
     fake_vagrant: FakeVagrant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_vagrant.knob("no_winrm_config")
+    monkeypatch.setenv("RDPLAB_VAGRANT_USERNAME", "labadmin")
     monkeypatch.setenv("RDPLAB_VAGRANT_PASSWORD", "Fallback-Secret-1")
     p, progress = provider(tmp_path)
     t = p.open_transport("host")
     assert isinstance(t, WinRMTransport)
     assert (t.endpoint, t.username, t.auth) == (
         "http://192.168.56.11:5985/wsman",
-        "vagrant",
+        "labadmin",
         "ntlm",
     )
     assert "Fallback-Secret-1" not in repr(t)

@@ -15,9 +15,9 @@ WinRM is reached where ``vagrant winrm-config <vm>`` says (HostName, Port, User,
 Password: the forwarded port on 127.0.0.1 with VirtualBox NAT). When that command fails
 (an old Vagrant, a machine without a WinRM communicator) the fallback is the machine's
 private address from the lab file (client 192.168.56.10, host 192.168.56.11), port 5985,
-user ``vagrant`` and the password in ``$RDPLAB_VAGRANT_PASSWORD`` (default ``vagrant``,
-the Windows boxes' convention). The probe dials the host's private address from the lab
-file, as the client does.
+and the Vagrantfile's ``$RDPLAB_VAGRANT_USERNAME`` / ``$RDPLAB_VAGRANT_PASSWORD``
+(default ``vagrant``/``vagrant``, the boxes' throwaway account). The probe dials the
+host's private address from the lab file, as the client does.
 
 ``teardown`` (``--lab-teardown[=halt|destroy]``): at the end of the run ``vagrant halt``
 (the snapshots stay: the next run restores instead of rebuilding) or ``vagrant destroy
@@ -45,6 +45,7 @@ from rdplab.transports.base import Transport
 
 SNAPSHOT = "baseline"
 TEARDOWNS = ("none", "halt", "destroy")
+USERNAME_ENV = "RDPLAB_VAGRANT_USERNAME"  # the Vagrantfile's own settings
 PASSWORD_ENV = "RDPLAB_VAGRANT_PASSWORD"
 INSTALL_HINT = "install Vagrant (https://developer.hashicorp.com/vagrant/install)"
 
@@ -222,14 +223,18 @@ class VagrantProvider(RemoteProvider):
             return WinRMTransport(
                 conf["HostName"],
                 int(conf["Port"]),
-                conf.get("User", "vagrant"),
+                conf.get("User") or os.environ.get(USERNAME_ENV, "vagrant"),
                 conf.get("Password") or os.environ.get(PASSWORD_ENV, "vagrant"),
                 "ntlm",
             )
         address = self.network.client_address if role == "client" else self.network.host_address
         self.progress(f"rdplab: {vm}: no winrm-config; using {address}:5985 from the lab file")
         return WinRMTransport(
-            address, 5985, "vagrant", os.environ.get(PASSWORD_ENV, "vagrant"), "ntlm"
+            address,
+            5985,
+            os.environ.get(USERNAME_ENV, "vagrant"),
+            os.environ.get(PASSWORD_ENV, "vagrant"),
+            "ntlm",
         )
 
     def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
