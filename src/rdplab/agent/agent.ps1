@@ -13,6 +13,7 @@ $ProgressPreference = 'SilentlyContinue'
 $WarningPreference = 'SilentlyContinue'
 $VerbosePreference = 'SilentlyContinue'
 $InformationPreference = 'SilentlyContinue'
+Add-Type -AssemblyName System.ServiceProcess
 
 # -- constants (mirror src/rdplab/windows.py and src/rdplab/agent/__init__.py) -------------------
 $script:Protocol = 1
@@ -108,6 +109,7 @@ function Test-Integer {
     if ($null -eq $Value -or $Value -is [bool]) { return $false }
     if ($Value -is [int] -or $Value -is [long] -or $Value -is [uint64] -or $Value -is [uint32]) { return $true }
     if ($Value -is [decimal]) { return ([decimal]::Truncate($Value) -eq $Value) }
+    if ($Value -is [double]) { return ([Math]::Truncate($Value) -eq $Value -and [Math]::Abs($Value) -lt 1e20) }
     return $false
 }
 
@@ -369,7 +371,7 @@ function Get-RegSnapshot {
         $names = Get-SortedByLower ([string[]]@($n['Values'].Keys))
         $vals = New-Dict
         foreach ($name in $names) { $vals[$name.ToLowerInvariant()] = $n['Values'][$name] }
-        $lines.Add($rel + '=' + (ConvertTo-JsonText $vals))
+        $lines.Add($rel + [char]31 + (ConvertTo-JsonText $vals))
     }
     $sorted = $lines.ToArray()
     [System.Array]::Sort($sorted, [System.StringComparer]::Ordinal)
@@ -521,10 +523,10 @@ function Restore-RegBackup {
         $root = (Split-RegPath $key)['Path']
         $saved = @{}
         foreach ($line in $want.Split([char]"`n")) {
-            $cut = $line.IndexOf('=')
+            $cut = $line.IndexOf([char]31)
             $saved[$line.Substring(0, $cut)] = ConvertFrom-JsonText $line.Substring($cut + 1)
         }
-        foreach ($n in @(Get-RegKeyTree $key)) {
+        foreach ($n in (Get-RegKeyTree $key)) {
             $rel = $n['Path'].Substring($root.Length).ToLowerInvariant()
             if (-not $saved.ContainsKey($rel)) { Remove-RegKeyTree $n['Path']; continue }
             $k = Open-RegKey $n['Path'] $true
@@ -547,7 +549,7 @@ function Get-RegView {
     param([string[]]$Keys)
     $view = New-Object System.Collections.Specialized.OrderedDictionary ([System.StringComparer]::OrdinalIgnoreCase)
     foreach ($k in $Keys) {
-        foreach ($n in @(Get-RegKeyTree $k)) {
+        foreach ($n in (Get-RegKeyTree $k)) {
             if ($view.Contains($n['Path'])) { continue }
             $body = New-Dict
             $body['values'] = $n['Values']
@@ -692,13 +694,22 @@ function Get-FwRules {
     return , $out
 }
 
+function Test-Selector {
+    # Unknown keys and bad ports fail before any rule is read.
+    param([System.Collections.IDictionary]$Selector)
+    foreach ($key in $Selector.Keys) {
+        if ($script:MatchKeys -cnotcontains $key) {
+            $known = '(' + ((@($script:MatchKeys) | ForEach-Object { Format-Repr $_ }) -join ', ') + ')'
+            Stop-Op ('firewall selector: unknown key {0} (known: {1})' -f (Format-Repr $key), $known)
+        }
+        if ($key -eq 'local_port' -or $key -eq 'remote_port') { $null = Get-SelectorPorts $Selector[$key] }
+    }
+}
+
 function Test-RuleMatch {
     # Rule.matches: every selector key must match (ports: any named port in the rule's ports).
     param([System.Collections.IDictionary]$Json, [System.Collections.IDictionary]$Selector)
     foreach ($key in $Selector.Keys) {
-        if ($script:MatchKeys -cnotcontains $key) {
-            Stop-Op ('firewall selector: unknown key {0} (known: {1})' -f (Format-Repr $key), ('(' + ((@($script:MatchKeys) | ForEach-Object { Format-Repr $_ }) -join ', ') + ')'))
-        }
         $want = $Selector[$key]
         if ($key -eq 'local_port' -or $key -eq 'remote_port') {
             $hit = $false
@@ -723,6 +734,7 @@ function Format-PyStr {
 function Select-FwRules {
     param([System.Collections.IDictionary]$Selector)
     if ($Selector.Count -eq 0) { Stop-Op 'firewall selector is empty: refusing to touch every rule' }
+    Test-Selector $Selector
     $out = New-Object System.Collections.Generic.List[object]
     foreach ($e in (Get-FwRules $Selector)) { if (Test-RuleMatch $e['Json'] $Selector) { $out.Add($e) } }
     return , $out
@@ -793,7 +805,7 @@ function New-FwRule {
         Direction   = $direction
         Action      = $Spec['action']
         Enabled     = $enabled
-        Profile     = [string[]]@($Spec['profiles'])
+        Profile     = (@($Spec['profiles']) -join ',')
         Program     = $Spec['program']
     }
     if ($Group -ne '') { $params['Group'] = $Group }
@@ -828,7 +840,7 @@ function Set-FwRuleDefinition {
         Direction      = $direction
         Action         = $Spec['action']
         Enabled        = $enabled
-        Profile        = [string[]]@($Spec['profiles'])
+        Profile        = (@($Spec['profiles']) -join ',')
         Program        = $Spec['program']
         Protocol       = $Spec['protocol']
     }
@@ -881,9 +893,7 @@ function Get-ServiceState {
 function Add-ServiceUndo {
     param([string]$Name)
     $s = Get-ServiceState $Name
-    $deps = @([System.ServiceProcess.ServiceController]::GetServices() | Where-Object {
-            $_.Status -eq 'Running' -and (@($_.ServicesDependedOn | ForEach-Object { $_.ServiceName }) -contains $s['name'])
-        } | ForEach-Object { $_.ServiceName })
+    $deps = @((Get-ServiceExact $Name).DependentServices | Where-Object { $_.Status -eq 'Running' } | ForEach-Object { $_.ServiceName })
     $undo = New-Dict
     $undo['Kind'] = 'service'
     $undo['Name'] = $s['name']
@@ -952,7 +962,8 @@ function Get-CertKey {
             if ($null -eq $key) { Stop-Op 'no RSA or ECDSA private key' }
             $null = $key.SignData([byte[]](1, 2, 3), [System.Security.Cryptography.HashAlgorithmName]::SHA256)
         } else {
-            $null = $key.SignData([byte[]](1, 2, 3), [System.Security.Cryptography.HashAlgorithmName]::SHA256,
+            # SHA-1: every RSA provider can sign with it (this only proves the key opens).
+            $null = $key.SignData([byte[]](1, 2, 3), [System.Security.Cryptography.HashAlgorithmName]::SHA1,
                 [System.Security.Cryptography.RSASignaturePadding]::Pkcs1)
         }
         if ($key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
@@ -974,8 +985,11 @@ function Get-CertKey {
     } catch {
         # The key would not open or sign: corrupt when its file is still there.
         $info['Status'] = 'missing'
-        if ($null -ne $info['Path'] -and (Test-Path -LiteralPath $info['Path'])) { $info['Status'] = 'corrupt' }
-        elseif ((Get-ErrorText $_) -notmatch 'Keyset does not exist|0x80090016') { $info['Status'] = 'corrupt' }
+        if ($null -ne $info['Path'] -and (Test-Path -LiteralPath $info['Path'])) {
+            $info['Status'] = 'corrupt'
+        } elseif ((Get-ErrorText $_) -notmatch 'Keyset does not exist|0x80090016') {
+            $info['Status'] = 'corrupt'
+        }
     }
     return $info
 }
@@ -1221,7 +1235,7 @@ function Invoke-OpRegDelete {
         $present = $null -ne (Get-RegValue $key $name)
     } else {
         $target = $key
-        $present = @(Get-RegKeyTree $key).Count -gt 0
+        $present = (Get-RegKeyTree $key).Count -gt 0
         # Safety: never a hive's first level (HKLM\SOFTWARE, HKLM\SYSTEM, ...).
         if ($present -and $p['Sub'].Split('\').Length -lt 2) { Stop-Op ('reg.delete: refusing to delete {0}' -f $p['Path']) }
     }
@@ -1261,7 +1275,7 @@ function Invoke-OpFwRuleAdd {
     $detail = 'rule {0}' -f (Format-PyStr (Get-Arg $A['rule'] 'name'))
     $selector = New-Dict
     $selector['name'] = $spec['name']
-    $existing = @(Get-FwRules $selector | Where-Object { $_['Json']['name'] -eq $spec['name'] })
+    $existing = @((Get-FwRules $selector) | Where-Object { $_['Json']['name'] -eq $spec['name'] })
     $undo = New-Dict
     if ($existing.Count -eq 0) {
         $undo['Kind'] = 'fw-delete'
@@ -1383,22 +1397,31 @@ function Invoke-OpCertImport {
     param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
     $store = [string]$A['store']
     $want = ([string]$A['thumbprint']).ToUpperInvariant()
-    $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
-    $coll = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
+    $bytes = $null
+    $check = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
     try {
-        $coll.Import([System.Convert]::FromBase64String([string]$A['pfx']), $null, $flags)
+        $bytes = [System.Convert]::FromBase64String([string]$A['pfx'])
+        # First look without persisting anything (no orphan key files when nothing is added).
+        $check.Import($bytes, $null, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
     } catch {
         Stop-Op ('cert.import: the PFX does not load ({0})' -f (Get-ErrorText $_))
     }
     $leaf = $null
-    foreach ($c in $coll) { if ($c.HasPrivateKey -and $null -eq $leaf) { $leaf = $c } }
+    foreach ($c in $check) { if ($c.HasPrivateKey -and $null -eq $leaf) { $leaf = $c } }
     if ($null -eq $leaf) { Stop-Op 'cert.import: the PFX holds no certificate with a private key' }
     if ($leaf.Thumbprint.ToUpperInvariant() -ne $want) { Stop-Op "cert.import: the PFX's thumbprint is not the one the op names" }
+    foreach ($c in $check) { $c.Reset() }
+    $detail = '{0} in {1}' -f $A['thumbprint'], $store
     $st = Open-CertStore $store $true
     try {
         foreach ($c in $st.Certificates) {
-            if ($c.Thumbprint.ToUpperInvariant() -eq $want) { return New-OpResult 'cert.import' $false ('{0} in {1}' -f $A['thumbprint'], $store) }
+            if ($c.Thumbprint.ToUpperInvariant() -eq $want) { return New-OpResult 'cert.import' $false $detail }
         }
+        $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
+        $coll = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
+        $coll.Import($bytes, $null, $flags)
+        $leaf = $null
+        foreach ($c in $coll) { if ($c.Thumbprint.ToUpperInvariant() -eq $want) { $leaf = $c } }
         $key = Get-CertKey $leaf
         $undo = New-Dict
         $undo['Kind'] = 'cert-delete'
@@ -1415,7 +1438,7 @@ function Invoke-OpCertImport {
         $acl.AddAccessRule($rule)
         Set-Acl -LiteralPath $key['Path'] -AclObject $acl
     }
-    return New-OpResult 'cert.import' $true ('{0} in {1}' -f $A['thumbprint'], $store)
+    return New-OpResult 'cert.import' $true $detail
 }
 
 function Invoke-OpCertRemove {
@@ -1517,7 +1540,7 @@ function Invoke-OpHotfixInstall {
     # https://learn.microsoft.com/en-us/powershell/module/dism/add-windowspackage
     param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
     $kb = [string]$A['kb']
-    if (@(Get-FactsHotfixes) -contains $kb) { return New-OpResult 'hotfix.install' $false ('{0} already installed' -f $kb) }
+    if ((Get-FactsHotfixes) -contains $kb) { return New-OpResult 'hotfix.install' $false ('{0} already installed' -f $kb) }
     $source = [string](Get-Arg $A 'source')
     $build = (Get-FactsComputer)['os_build']
     if ($source -eq '') { Stop-Op ('hotfix.install: {0} is not installed and no source package was given (build {1})' -f $kb, $build) }
@@ -1558,10 +1581,10 @@ function Test-OpRequest {
             $known = @($script:OpTable.Keys) | Sort-Object
             Stop-Op ('unknown op {0} (known: {1})' -f (Format-Repr $name), ($known -join ', '))
         }
-        $args = $o['args']
+        $opArgs = $o['args']
         $specs = @(([string]$script:OpTable[$name]['Args']).Split(' ') | Where-Object { $_ -ne '' })
         $known = @($specs | ForEach-Object { $_.Split(':')[0].TrimEnd('?') })
-        foreach ($k in $args.Keys) {
+        foreach ($k in $opArgs.Keys) {
             if ($known -cnotcontains $k) { Stop-Op ('op {0}: unexpected argument {1}' -f $name, (Format-Repr $k)) }
         }
         foreach ($s in $specs) {
@@ -1569,18 +1592,18 @@ function Test-OpRequest {
             $required = -not $argName.EndsWith('?')
             $argName = $argName.TrimEnd('?')
             $kinds = @($s.Split(':')[1].Split('|'))
-            if (-not $args.Contains($argName)) {
+            if (-not $opArgs.Contains($argName)) {
                 if ($required) { Stop-Op ('op {0}: missing argument {1}' -f $name, (Format-Repr $argName)) }
                 continue
             }
-            $value = $args[$argName]
+            $value = $opArgs[$argName]
             if ($value -is [bool] -and $kinds -notcontains 'bool') { Stop-Op ('op {0}: argument {1} must not be a boolean' -f $name, (Format-Repr $argName)) }
             if ($kinds -notcontains (Get-PyTypeName $value)) {
                 Stop-Op ('op {0}: argument {1} has type {2}' -f $name, (Format-Repr $argName), (Get-PyTypeName $value))
             }
         }
-        if ($name -eq 'reg.set' -and $script:RegTypes -cnotcontains [string]$args['type']) {
-            Stop-Op ("op reg.set: type {0} is not one of ('REG_SZ', 'REG_EXPAND_SZ', 'REG_DWORD', 'REG_QWORD', 'REG_MULTI_SZ', 'REG_BINARY')" -f (Format-Repr $args['type']))
+        if ($name -eq 'reg.set' -and $script:RegTypes -cnotcontains [string]$opArgs['type']) {
+            Stop-Op ("op reg.set: type {0} is not one of ('REG_SZ', 'REG_EXPAND_SZ', 'REG_DWORD', 'REG_QWORD', 'REG_MULTI_SZ', 'REG_BINARY')" -f (Format-Repr $opArgs['type']))
         }
     }
 }
@@ -1599,7 +1622,7 @@ function Invoke-Undo {
         'fw-define' {
             $selector = New-Dict
             $selector['name'] = $U['Name']
-            $now = @(Get-FwRules $selector)
+            $now = @((Get-FwRules $selector) | Where-Object { $_['Json']['name'] -eq $U['Name'] })
             if ($now.Count -eq 0) { New-FwRule $U['Spec'] $U['Group'] } else { Set-FwRuleDefinition $U['Spec'] $now[0]['Json'] $now[0]['Group'] $U['Group'] }
         }
         'fw-recreate' { New-FwRule $U['Spec'] $U['Group'] }
@@ -1613,8 +1636,11 @@ function Invoke-Undo {
             }
         }
         'file' {
-            if ($null -eq $U['Bytes']) { Remove-Item -LiteralPath $U['Path'] -Force -ErrorAction SilentlyContinue }
-            else { [System.IO.File]::WriteAllBytes($U['Path'], [byte[]]$U['Bytes']) }
+            if ($null -eq $U['Bytes']) {
+                Remove-Item -LiteralPath $U['Path'] -Force -ErrorAction SilentlyContinue
+            } else {
+                [System.IO.File]::WriteAllBytes($U['Path'], [byte[]]$U['Bytes'])
+            }
         }
         'cert-delete' {
             $st = Open-CertStore $U['Store'] $true
@@ -1635,9 +1661,11 @@ function Invoke-Undo {
 
 function Invoke-Batch {
     # Run the ops in order; on the first failure undo everything this batch did, newest first.
+    # A change that cannot be undone (an installed update) keeps changed=true and says so.
     param([object[]]$Ops)
     Test-OpRequest $Ops
     $results = New-Object System.Collections.Generic.List[object]
+    $marks = New-Object System.Collections.Generic.List[int]  # first undo entry of each result
     $script:Undo.Clear()
     $failed = $false
     $changed = $false
@@ -1648,25 +1676,33 @@ function Invoke-Batch {
             $r = & $script:OpTable[$name]['Fn'] $o['args'] $changed
             if ($r -isnot [System.Collections.IDictionary]) { Stop-Op ('op {0} returned no single result' -f $name) }
             if ($r['changed']) { $changed = $true }
-            $r['Undo'] = $mark
             $results.Add($r)
+            $marks.Add($mark)
         } catch {
             $message = Get-ErrorText $_
-            $kept = New-Object System.Collections.Generic.List[string]
             $problems = New-Object System.Collections.Generic.List[string]
+            $kept = @{}
             for ($i = $script:Undo.Count - 1; $i -ge 0; $i--) {
                 try {
                     $why = Invoke-Undo $script:Undo[$i]
-                    if ($why -ne '') { $kept.Add($why) }
+                    if ($why -ne '') { $kept[$i] = $why }
                 } catch { $problems.Add((Get-ErrorText $_)) }
             }
-            foreach ($prev in $results) {
-                $prev['changed'] = $false
-                $prev['detail'] = $prev['detail'] + ' (rolled back)'
+            for ($j = 0; $j -lt $results.Count; $j++) {
+                $end = $mark
+                if ($j + 1 -lt $marks.Count) { $end = $marks[$j + 1] }
+                $notes = @(for ($i = $marks[$j]; $i -lt $end; $i++) { if ($kept.ContainsKey($i)) { $kept[$i] } })
+                if ($notes.Count -gt 0) {
+                    $results[$j]['detail'] = $results[$j]['detail'] + ' (not rolled back: ' + ($notes -join '; ') + ')'
+                } else {
+                    $results[$j]['changed'] = $false
+                    $results[$j]['detail'] = $results[$j]['detail'] + ' (rolled back)'
+                }
             }
-            $detail = 'rolled back the batch'
-            if ($kept.Count -gt 0) { $detail += '; not undone: ' + ($kept -join '; ') }
             if ($problems.Count -gt 0) { $message += '; rollback incomplete: ' + ($problems -join '; ') }
+            $own = @(for ($i = $mark; $i -lt $script:Undo.Count; $i++) { if ($kept.ContainsKey($i)) { $kept[$i] } })
+            $detail = 'rolled back the batch'
+            if ($own.Count -gt 0) { $detail += '; not rolled back: ' + ($own -join '; ') }
             $bad = New-OpResult $name $false $detail
             $bad['error'] = $message
             $results.Add($bad)
@@ -1674,7 +1710,6 @@ function Invoke-Batch {
             break
         }
     }
-    foreach ($r in $results) { if ($r.Contains('Undo')) { $r.Remove('Undo') } }
     $out = New-Dict
     $out['results'] = [object[]]$results.ToArray()
     $out['rolled_back'] = $failed
@@ -1860,7 +1895,7 @@ function Get-Facts {
     foreach ($p in $script:WebSocketPorts) { $ports.Add($p) }
     $portValue = Get-RegValue $script:RdpTcpKey 'PortNumber'
     if ($null -ne $portValue) { $ports.Add([int]$portValue['data']) }
-    if ($Request.Contains('ports')) { foreach ($p in @($Request['ports'])) { $ports.Add([int]$p) } }
+    if ($Request.Contains('ports') -and $null -ne $Request['ports']) { foreach ($p in @($Request['ports'])) { $ports.Add([int]$p) } }
     $urls = [string[]]@()
     if ($Request.Contains('probe_urls') -and $null -ne $Request['probe_urls']) { $urls = [string[]]@($Request['probe_urls']) }
     $facts = New-Dict
@@ -1971,7 +2006,7 @@ function Invoke-Main {
 
 $script:ExitCode = 1
 try {
-    $script:ExitCode = Invoke-Main
+    $script:ExitCode = [int](@(Invoke-Main)[-1])
 } catch {
     Write-Problem ('internal error: ' + (Get-ErrorText $_))
     $script:ExitCode = 1
