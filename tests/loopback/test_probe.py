@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,8 @@ class RDPResponder:
     when asked, else TLS; then TLS), ``failure`` (RDP_NEG_FAILURE ``code``), ``legacy``
     (a Connection Confirm without negotiation data), ``garbage`` (an HTTP answer),
     ``silent`` (reads, never answers), ``close`` (closes after reading), ``no-tls``
-    (selects TLS, then sends plain bytes instead of a ServerHello)."""
+    (selects TLS, then sends plain bytes instead of a ServerHello). ``set_listener`` and
+    ``follow`` (a host twin's listener) also make it refuse or drop connections."""
 
     def __init__(self, directory: Path, mode: str = "negotiate", code: int = 0) -> None:
         self.mode = mode
@@ -81,31 +83,83 @@ class RDPResponder:
         self.cert, self.key, self.thumbprint = make_cert(directory)
         self.requests: list[bytes] = []
         self.handshakes = 0
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
         self.handshake_done = threading.Event()
+        self.listener = "open"
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
         self._conns: list[socket.socket] = []
+        self._filler: socket.socket | None = None
+        self._sock: socket.socket | None = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+        self._thread: threading.Thread | None = None
 
     def start(self) -> RDPResponder:
-        self._thread.start()
+        self._accept()
         return self
+
+    def _accept(self) -> None:
+        self._thread = threading.Thread(target=self._serve, args=(self._sock,), daemon=True)
+        self._thread.start()
+
+    def _close_listener(self) -> None:
+        sock, self._sock = self._sock, None
+        for s in (sock, self._filler):
+            if s is not None:
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+        self._filler = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def set_listener(self, state: str) -> None:
+        """``open`` (accepts and answers), ``closed`` (nothing listens: refused) or
+        ``drop`` (a full accept queue: further SYNs are dropped, the connect times out)."""
+        if state == self.listener:
+            return
+        self._close_listener()
+        self.listener = state
+        if state == "closed":
+            return
+        self._sock = socket.create_server(("127.0.0.1", self.port), backlog=0)
+        if state == "open":
+            self._accept()
+        else:
+            self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+
+    def follow(self, twin: Any, port: int) -> None:
+        """Behave like the RDP listener of ``twin`` (a host twin) on ``port``: refused when
+        nothing listens there, dropped by its inbound firewall, SSL_NOT_ALLOWED_BY_SERVER
+        when its security layer is Standard RDP Security, a broken TLS handshake when it has
+        no usable certificate, else negotiation and TLS."""
+        from rdplab import policy
+        from rdplab import windows as win
+
+        if port not in twin.listening():
+            self.set_listener("closed")
+            return
+        if not twin.firewall.evaluate("In", "TCP", port, win.TS_PROGRAM).allowed:
+            self.set_listener("drop")
+            return
+        self.set_listener("open")
+        if int(policy.security_layer(twin.lookup).value) == win.SECURITY_LAYER_RDP:
+            self.mode, self.code = "failure", SSL_NOT_ALLOWED_BY_SERVER
+        elif twin.tls_certificate()[0] is None:
+            self.mode = "no-tls"
+        else:
+            self.mode = "negotiate"
 
     def stop(self) -> None:
         self._stop.set()
-        with suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+        self._close_listener()
         for c in self._conns:
             with suppress(OSError):
                 c.close()
-        self._thread.join(5)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
+    def _serve(self, sock: socket.socket | None) -> None:
+        while sock is not None and not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 return
             self._conns.append(conn)
@@ -344,3 +398,14 @@ def test_tcp_only_reports_the_rest_as_not_probed(tmp_path: Path) -> None:
     assert result.ok
     assert [s.name for s in result.stages] == ["name-resolution", "tcp"]
     assert result.not_probed == dict.fromkeys(("x224", "tls", "credssp", "licensing"), "WebSocket")
+
+
+def test_listener_refuses_and_drops_then_opens_again(tmp_path: Path) -> None:
+    with rdp_responder(tmp_path) as r:
+        r.set_listener("closed")
+        assert probe("127.0.0.1", r.port).evidence.startswith("connection to 127.0.0.1:")
+        r.set_listener("drop")
+        dropped = probe("127.0.0.1", r.port, timeout=0.5)
+        assert dropped.evidence == f"SYN to 127.0.0.1:{r.port} timed out after 0.5s"
+        r.set_listener("open")
+        assert probe("127.0.0.1", r.port).ok
