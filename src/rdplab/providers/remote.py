@@ -12,6 +12,9 @@ client resolves it, from the client's facts gathered just before (hosts file, th
 resolver cache, then the lab's DNS zone, which the facts cannot show), and the host's
 listener is probed from Python for TCP, X.224 and TLS. CredSSP and licensing are
 reported as not probed.
+
+``testinfra_url`` stays ``None``: pytest-testinfra's WinRM backend takes the password only
+inside its host URL, and rdplab keeps secrets out of strings.
 """
 
 from __future__ import annotations

@@ -240,12 +240,6 @@ class VagrantProvider(RemoteProvider):
     def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
         return scenario.network.host_address, scenario.network.port
 
-    def testinfra_url(self, role: Role) -> str | None:
-        conf = self.winrm_config(self.vms[role]) if self._vagrant is not None else None
-        if conf is None:
-            return None
-        return f"winrm://{conf.get('User', 'vagrant')}@{conf['HostName']}:{conf['Port']}"
-
     def close(self) -> None:
         super().close()
         if self.teardown == "none" or self._vagrant is None:
