@@ -133,6 +133,13 @@ def test_program_scoped_block_does_not_hit_other_programs() -> None:
     assert fw(ALLOW_RDP, block_sa).evaluate("In", "TCP", 3389, SVCHOST).allowed
 
 
+@pytest.mark.parametrize("keyword", ["RPC-EPMap", "RPC", "IPHTTPSIn", "PlayToDiscovery"])
+def test_port_keywords_never_match_a_fixed_port(keyword: str) -> None:
+    """Windows rules may carry port keywords (dynamic ports); they match no fixed port."""
+    assert port_matches([keyword], 135) is False
+    assert port_matches([keyword, "3389"], 3389) is True
+
+
 @pytest.mark.parametrize(
     ("spec", "port", "hit"),
     [

@@ -38,6 +38,8 @@ def handle(twin: Twin, request: bytes, agent_version: str) -> tuple[int, bytes, 
             result = twin.apply(ops)
             out["results"] = [r.to_json() for r in result.results]
             out["rolled_back"] = bool(result.errors)
+            if out["rolled_back"]:  # exit 1: an op failed and the batch was rolled back
+                return 1, json.dumps(out).encode(), b""
         else:
             return 2, b"", b"rdplab agent: request has neither 'gather' nor 'ops'"
     except (RdplabError, KeyError, TypeError) as exc:

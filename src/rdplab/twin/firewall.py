@@ -58,10 +58,11 @@ def port_matches(ports: list[str], port: int) -> bool:
     for p in ports:
         if p == "Any":
             return True
-        if "-" in p:
-            lo, hi = p.split("-", 1)
+        lo, dash, hi = p.partition("-")
+        if dash and lo.isdigit() and hi.isdigit():
             if int(lo) <= port <= int(hi):
                 return True
+        # keywords such as RPC-EPMap or IPHTTPSIn name dynamic ports, never a fixed one
         elif p.isdigit() and int(p) == port:
             return True
     return False

@@ -233,7 +233,9 @@ class Twin:
         if name == "hosts.set":
             changed = self.dns.hosts.get(a["name"].lower()) != a["address"]
             self.dns.hosts[a["name"].lower()] = a["address"]
-            # Windows preloads hosts entries into the resolver cache
+            # the hosts entry now answers first; the twin keeps hosts and cache apart (the
+            # facts' dns.cache lists resolver-cache answers only), so a cached answer for
+            # the same name is dropped, as the hosts file supersedes it
             self.dns.cache.pop(a["name"].lower(), None)
             return OpResult(name, changed, f"hosts {a['name']} -> {a['address']}")
         if name == "hosts.remove":
