@@ -42,8 +42,11 @@ def list_faults(
         sys.stdout.write(json.dumps([f.to_json() for f in faults], indent=2) + "\n")
         return
     table = Table(title="rdplab fault catalog", show_lines=False)
-    for col in ("id", "roles", "fails at", "fix risk"):
-        table.add_column(col, no_wrap=True)
+    # ids are what users type: never cut, whatever the terminal's width
+    table.add_column("id", no_wrap=True, min_width=max(len(f.id) for f in faults))
+    table.add_column("roles", overflow="fold")
+    table.add_column("fails at", no_wrap=True)
+    table.add_column("fix risk", overflow="fold")
     table.add_column("title")
     for f in faults:
         risky = any(fx.risk == "lowers-security" for p in f.placements for fx in p.fixes)

@@ -46,9 +46,28 @@ class Backend(ABC):
     def gather(self, request: dict[str, Any] | None = None) -> Facts: ...
 
     def snapshot(self) -> dict[str, Any]:
-        """State for the no-collateral diff: by default, the facts (one call)."""
-        facts = self.gather()
-        raw = dict(facts.raw)
-        raw.pop("probes", None)
-        raw.get("dns", {}).pop("cache", None)  # volatile
-        return raw
+        """State for the no-collateral diff: the facts (one call), in the twin's snapshot
+        shape (``Twin.snapshot``), so the faults' ``leaves`` patterns fit every provider."""
+        return snapshot_from_facts(self.gather().raw)
+
+
+def snapshot_from_facts(raw: dict[str, Any]) -> dict[str, Any]:
+    """The persistent part of a facts document, shaped like ``Twin.snapshot``: registry
+    values directly under their key (a key's subkey list follows from the keys themselves),
+    certificate stores under ``stores``, the hosts file and the CredSSP package version at
+    the top. Probes and the DNS cache are volatile and left out."""
+    registry = {
+        key: dict(entry.get("values") or {})
+        for key, entry in (raw.get("registry") or {}).items()
+        if isinstance(entry, dict)
+    }
+    return {
+        "computer": raw.get("computer"),
+        "registry": registry,
+        "firewall": raw.get("firewall"),
+        "services": raw.get("services"),
+        "certificates": {"stores": raw.get("certificates")},
+        "hosts": (raw.get("dns") or {}).get("hosts"),
+        "hotfixes": raw.get("hotfixes"),
+        "tspkg_version": (raw.get("credssp") or {}).get("tspkg_version"),
+    }
