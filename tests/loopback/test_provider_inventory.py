@@ -307,29 +307,19 @@ def test_lab_suite_host_faults_on_the_inventory_provider(
     """The faults the probe can see (on the host's listener): every aspect of test_lab.py
     passes, the symptom included (timeout, refused, SSL_NOT_ALLOWED_BY_SERVER, TLS)."""
     shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
-    lab = pytester.path / "host-faults.yaml"
-    text = (REPO / "labs" / "rdp-0x904.yaml").read_text()
-    lab.write_text(text)
     result = pytester.runpytest(
         "--lab-provider=inventory",
         f"--lab-inventory={winrm_lab.inventory}",
         f"--lab-file={REPO / 'labs' / 'rdp-0x904.yaml'}",
         "-k",
-        f"({' or '.join(f'[{sid}]' for sid in HOST_SIDE)}) and not {KNOWN_LEAF_BUG}",
+        " or ".join(f"[{sid}]" for sid in HOST_SIDE),
         "-p",
         "no:cacheprovider",
         "-q",
     )
-    # 7 aspects for each faulted scenario, less the one deselected
-    result.assert_outcomes(passed=7 * len(HOST_SIDE) - 1)
-
-
-# The catalog's allowed-leaf pattern for security-layer-mismatch's fix
-# ("client:registry/*Terminal Services/AuthenticationLevel/*") matches the twin's snapshot
-# paths but not the facts' ("registry/<key>/values/AuthenticationLevel/data") that real
-# machines' snapshots are made of, so test_no_collateral fails for it on every real
-# provider. Not this provider's to fix (src/rdplab/catalog); deselected until it is.
-KNOWN_LEAF_BUG = "(test_no_collateral and security-layer-mismatch)"
+    # 7 aspects for each faulted scenario (test_no_collateral included: real machines'
+    # snapshots are the facts, put in the twin's shape by Backend.snapshot)
+    result.assert_outcomes(passed=7 * len(HOST_SIDE))
 
 
 def test_plugin_rejects_a_bad_inventory_before_running(pytester: pytest.Pytester) -> None:
