@@ -47,6 +47,8 @@ class ConnectionResult:
     notes: list[str] = field(default_factory=list)
     #: stages a live probe could not exercise, with the reason (empty on sim)
     not_probed: dict[str, str] = field(default_factory=dict)
+    #: the DER certificate a live probe's TLS handshake received (None on sim)
+    peer_certificate: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def evidence(self) -> str:

@@ -241,6 +241,7 @@ def probe(
                     "tls", f"TLS handshake with {where} failed: connection lost ({exc})"
                 )
             run.passed("tls", f"{version} with {where}: {_describe_cert(der)}")
+            run.result.peer_certificate = der
             run.result.notes.append(
                 "tls: the certificate is reported, not validated (trust and revocation are"
                 " checked by mstsc on the client)"

@@ -36,8 +36,11 @@ from rdplab.probe import connection_request, parse_confirm, probe
 pytestmark = pytest.mark.winrm_loopback  # the loopback network suite (no sshd needed)
 
 
-def make_cert(directory: Path, common_name: str = "HOST") -> tuple[Path, Path, str]:
-    """A self-signed server certificate like the one TermService makes; (cert, key, SHA-1)."""
+def make_cert(
+    directory: Path, common_name: str = "HOST", cdp: tuple[str, ...] = ()
+) -> tuple[Path, Path, str]:
+    """A self-signed server certificate like the one TermService makes, or, with ``cdp``,
+    one carrying those CRL Distribution Points as a CA-issued one would; (cert, key, SHA-1)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,7 +49,7 @@ def make_cert(directory: Path, common_name: str = "HOST") -> tuple[Path, Path, s
     now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -54,8 +57,14 @@ def make_cert(directory: Path, common_name: str = "HOST") -> tuple[Path, Path, s
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=180))
-        .sign(key, hashes.SHA256())
     )
+    if cdp:
+        points = [
+            x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None)
+            for u in cdp
+        ]
+        builder = builder.add_extension(x509.CRLDistributionPoints(points), critical=False)
+    cert = builder.sign(key, hashes.SHA256())
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "rdp.pem", directory / "rdp.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -80,6 +89,8 @@ class RDPResponder:
     def __init__(self, directory: Path, mode: str = "negotiate", code: int = 0) -> None:
         self.mode = mode
         self.code = code
+        self.directory = directory
+        self.cdp: tuple[str, ...] = ()
         self.cert, self.key, self.thumbprint = make_cert(directory)
         self.requests: list[bytes] = []
         self.handshakes = 0
@@ -127,7 +138,7 @@ class RDPResponder:
         else:
             self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
 
-    def follow(self, twin: Any, port: int) -> None:
+    def follow(self, twin: Any, port: int, program: str | None = None) -> None:
         """Behave like the RDP listener of ``twin`` (a host twin) on ``port``: refused when
         nothing listens there, dropped by its inbound firewall, SSL_NOT_ALLOWED_BY_SERVER
         when its security layer is Standard RDP Security, a broken TLS handshake when it has
@@ -138,7 +149,7 @@ class RDPResponder:
         if port not in twin.listening():
             self.set_listener("closed")
             return
-        if not twin.firewall.evaluate("In", "TCP", port, win.TS_PROGRAM).allowed:
+        if not twin.firewall.evaluate("In", "TCP", port, program or win.TS_PROGRAM).allowed:
             self.set_listener("drop")
             return
         self.set_listener("open")
@@ -148,6 +159,13 @@ class RDPResponder:
             self.mode = "no-tls"
         else:
             self.mode = "negotiate"
+            # present the twin certificate's CRL locations (the twin keeps no private key
+            # to serve the certificate itself), so the client-side revocation check has
+            # the same URLs to fetch as against the real host
+            cdp = tuple(twin.tls_certificate()[0].get("cdp") or ())
+            if cdp != self.cdp:
+                self.cdp = cdp
+                self.cert, self.key, self.thumbprint = make_cert(self.directory, cdp=cdp)
 
     def stop(self) -> None:
         self._stop.set()

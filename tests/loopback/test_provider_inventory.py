@@ -5,6 +5,7 @@ responder, and the rollback journal undoing every break and fix on the twins beh
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 
 import rdplab.agent
 import rdplab.backends.agent
+from rdplab import windows as win
 from rdplab.baselines import build_twin
 from rdplab.errors import BackendError, LabFileError, ProviderError, RdplabError
 from rdplab.lab import load_lab
@@ -95,10 +97,11 @@ def winrm_lab(
         responder(baseline="windows-11", computer_name="CLIENT") as client,
         responder(baseline="windows-server-2022", computer_name="HOST") as host,
         rdp_responder(tmp_path / "rdp") as rdp,
+        rdp_responder(tmp_path / "ws") as ws,
     ):
         wire(client.twin, net)
         wire(host.twin, net)
-        follow_host(host, rdp, net)
+        follow_host(host, rdp, net, ws)
         monkeypatch.setenv("RDPLAB_TEST_CLIENT_PW", client.password)
         monkeypatch.setenv("RDPLAB_TEST_HOST_PW", host.password)
         inventory = tmp_path / "lab" / "inventory.yaml"
@@ -110,25 +113,34 @@ def winrm_lab(
             + machine_yaml(
                 host,
                 "RDPLAB_TEST_HOST_PW",
-                f"    rdp_address: 127.0.0.1\n    rdp_port: {rdp.port}\n",
+                f"    rdp_address: 127.0.0.1\n    rdp_port: {rdp.port}\n"
+                f"    websocket_port: {ws.port}\n",
             )
             + "probe_timeout: 1\n"  # a dropped SYN waits this long
         )
         yield WinRMLab(client, host, rdp, inventory)
 
 
-def follow_host(host: Responder, rdp: RDPResponder, net: Network) -> None:
-    """The RDP responder plays the host twin's listener: after every command the host
-    runs, it refuses, drops or answers as the twin's state says (test_probe.py)."""
+def follow_host(
+    host: Responder, rdp: RDPResponder, net: Network, ws: RDPResponder | None = None
+) -> None:
+    """The RDP responder plays the host twin's listener (and ``ws`` its WebSocket
+    listener): after every command the host runs, it refuses, drops or answers as the
+    twin's state says (test_probe.py)."""
     original = host.execute
+
+    def follow() -> None:
+        rdp.follow(host.twin, net.port)
+        if ws is not None:
+            ws.follow(host.twin, win.WEBSOCKET_PORTS[0], win.WS_PROGRAM)
 
     def execute(line: str, stdin: bytes) -> tuple[int, bytes, bytes]:
         answer = original(line, stdin)
-        rdp.follow(host.twin, net.port)
+        follow()
         return answer
 
     host.execute = execute  # type: ignore[method-assign]
-    rdp.follow(host.twin, net.port)
+    follow()
 
 
 def snapshots(lab: WinRMLab) -> dict[str, Any]:
@@ -161,6 +173,33 @@ def test_healthy_scenario_over_winrm_with_the_live_probe(winrm_lab: WinRMLab) ->
         logged = sum(n for key, n in run.calls.items() if key.startswith(f"{role}/"))
         assert r.kinds["call"] == logged + 1, (role, r.kinds)  # + the baseline gather
         assert r.kinds["hash"] == 1  # the agent is checked once per machine
+
+
+@pytest.mark.winrm_loopback
+@pytest.mark.parametrize(
+    ("scenario_id", "evidence"),
+    [
+        ("cert-revocation-unreachable", "revocation check failed on the client for *crl*"),
+        ("firewall-websocket-blocked-client", "the client's firewall drops outbound TCP 3387*"),
+        ("dns-stale-record", "* 192.168.56.99:*"),  # the stale answer is dialled
+    ],
+)
+def test_client_side_stages_on_a_real_lab(
+    winrm_lab: WinRMLab, scenario_id: str, evidence: str
+) -> None:
+    """What mstsc decides on the client is checked from the client: its answer for the
+    host's name, its outbound rules, its revocation check of the probed certificate."""
+    provider = InventoryProvider(winrm_lab.inventory)
+    try:
+        run = run_scenario(provider, LAB.scenario(scenario_id))
+    finally:
+        provider.close()
+    assert run.error is None, f"{run.failed_step}: {run.error}"
+    conn, after = run.connection, run.connection_after
+    assert conn is not None and not conn.ok
+    assert fnmatch.fnmatch(conn.evidence, evidence), conn.evidence
+    assert after is not None and after.ok, after
+    assert run.max_calls_per_machine_phase == 1, run.calls
 
 
 FAULTED = [
@@ -297,6 +336,7 @@ HOST_SIDE = [
     "termservice-stopped",
     "security-layer-mismatch",
     "rdp-cert-corrupt",
+    "firewall-websocket-blocked-host",
 ]
 
 
@@ -320,6 +360,42 @@ def test_lab_suite_host_faults_on_the_inventory_provider(
     # 7 aspects for each faulted scenario (test_no_collateral included: real machines'
     # snapshots are the facts, put in the twin's shape by Backend.snapshot)
     result.assert_outcomes(passed=7 * len(HOST_SIDE))
+
+
+CLIENT_SIDE = [
+    "dns-stale-record",
+    "dns-stale-record-cache",
+    "cert-revocation-unreachable",
+    "cert-revocation-unreachable-workaround",
+    "firewall-websocket-blocked-client",
+    "licensing-cache-stale",
+]
+
+
+@pytest.mark.winrm_loopback
+def test_lab_suite_client_faults_on_the_inventory_provider(
+    winrm_lab: WinRMLab, pytester: pytest.Pytester
+) -> None:
+    """Faults mstsc meets on the client: the stale name is dialled as the client resolves
+    it, the client's outbound rules stop the SYN, the revocation check fetches the CRL of
+    the certificate the probe received from the client itself. Licensing happens inside a
+    session, which the probe never reaches: its symptom is the one skip, with the reason."""
+    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
+    result = pytester.runpytest(
+        "--lab-provider=inventory",
+        f"--lab-inventory={winrm_lab.inventory}",
+        f"--lab-file={REPO / 'labs' / 'rdp-0x904.yaml'}",
+        "-k",
+        " or ".join(f"[{sid}]" for sid in CLIENT_SIDE),
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        "-q",
+    )
+    result.assert_outcomes(passed=7 * len(CLIENT_SIDE) - 1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED*the licensing stage cannot be seen by the live probe on inventory*session*"]
+    )
 
 
 def test_plugin_rejects_a_bad_inventory_before_running(pytester: pytest.Pytester) -> None:

@@ -67,6 +67,7 @@ class MachineEntry(_Strict):
     # the probe: where the host's RDP listener is reached (default: address, the lab port)
     rdp_address: str | None = None
     rdp_port: int | None = Field(default=None, ge=1, le=65535)
+    websocket_port: int | None = Field(default=None, ge=1, le=65535)
     timeout: int = Field(default=30, ge=2, le=3600)
 
 
@@ -207,8 +208,10 @@ class InventoryProvider(RemoteProvider):
         )
 
     def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
-        host = self.entry("host")
-        return host.rdp_address or host.address, host.rdp_port or scenario.network.port
+        host, net = self.entry("host"), scenario.network
+        if net.transport == "websocket":
+            return host.rdp_address or host.address, host.websocket_port or net.target_port
+        return host.rdp_address or host.address, host.rdp_port or net.port
 
     # -- the journal -----------------------------------------------------------------------------
     def journal_path(self, role: Role) -> Path:

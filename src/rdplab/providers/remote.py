@@ -10,8 +10,10 @@ everything in ``close()``.
 ``connect()`` is the live probe (``rdplab.probe``): the name is resolved the way the
 client resolves it, from the client's facts gathered just before (hosts file, then the
 resolver cache, then the lab's DNS zone, which the facts cannot show), and the host's
-listener is probed from Python for TCP, X.224 and TLS. CredSSP and licensing are
-reported as not probed.
+listener is probed from Python for TCP, X.224 and TLS. What mstsc decides on the client
+is checked from the client's own state: its firewall's outbound rules (from its facts) and
+the revocation check of the certificate the probe received (the CRL locations fetched from
+the client through the agent). CredSSP and licensing are reported as not probed.
 
 ``testinfra_url`` stays ``None``: pytest-testinfra's WinRM backend takes the password only
 inside its host URL, and rdplab keeps secrets out of strings.
@@ -23,9 +25,11 @@ from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
+
 from rdplab import probe
 from rdplab.backends.agent import AgentBackend
-from rdplab.backends.base import CallLog
+from rdplab.backends.base import Backend, CallLog
 from rdplab.catalog.base import ROLES, Role
 from rdplab.connection import ConnectionResult, _Run
 from rdplab.facts import Facts
@@ -33,6 +37,7 @@ from rdplab.lab import Scenario
 from rdplab.ops import BatchResult, Op
 from rdplab.providers.base import LabMachines, Provider
 from rdplab.transports.base import Transport
+from rdplab.twin.certs import crl_urls
 
 AfterApply = Callable[["RemoteBackend", list[Op], BatchResult], None]
 
@@ -83,8 +88,9 @@ class RemoteProvider(Provider):
 
     @abstractmethod
     def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
-        """Where the probe reaches the host's RDP listener when the client resolves the
-        host's lab name to its lab address."""
+        """Where the probe reaches the host's listener for the port the client dials
+        (``network.target_port``: RDP-Tcp, or the WebSocket port) when the client resolves
+        the host's lab name to its lab address."""
 
     def after_apply(self, backend: RemoteBackend, ops: list[Op], result: BatchResult) -> None:
         """Called after every batch (the inventory provider journals it)."""
@@ -133,7 +139,6 @@ class RemoteProvider(Provider):
         address, port = self.rdp_endpoint(scenario)
         tcp_only = None
         if net.transport == "websocket":
-            port = net.target_port
             tcp_only = (
                 "the WebSocket transport carries RDP inside an HTTPS WebSocket upgrade, which"
                 " the probe does not speak"
@@ -157,9 +162,60 @@ class RemoteProvider(Provider):
             evidence += f"; the host is {net.host_address}"
         elif address != answer:
             evidence += f"; probed at {address}:{port}"
-        return probe.probe(
+        outbound = facts.outbound(net.target_port)
+        if not outbound.allowed:  # mstsc's SYN never leaves the client
+            run = _Run()
+            run.passed("name-resolution", evidence)
+            return run.failed(
+                "tcp",
+                f"the client's firewall drops outbound TCP {net.target_port}:"
+                f" {outbound.reason} (from the client's own rules; the probe itself runs on"
+                " the test runner)",
+            )
+        result = probe.probe(
             address, port, resolution=evidence, timeout=self.probe_timeout, tcp_only=tcp_only
         )
+        return self.check_revocation_on_client(result, facts, client)
+
+    def check_revocation_on_client(
+        self, result: ConnectionResult, facts: Facts, client: Backend
+    ) -> ConnectionResult:
+        """mstsc checks the revocation of the host's certificate on the client: fetch the
+        CRL locations of the certificate the probe received from the client itself (its
+        gather probes; one more call only for a location it was not asked about) and fail
+        TLS when one is unreachable and the client's policy wants the check."""
+        der = result.peer_certificate
+        tls = next((s for s in result.stages if s.name == "tls" and s.ok), None)
+        if der is None or tls is None:
+            return result
+        urls = crl_urls(x509.load_der_x509_certificate(der))
+        check = facts.effective("revocation_check")
+        if not urls:
+            return result
+        if check.value == 0:
+            setting = check.describe("AllowCertRevocationCheck")
+            result.notes.append(f"revocation check skipped on the client: {setting}")
+            return result
+        missing = [u for u in urls if facts.probe(u) is None]
+        if missing:
+            facts = client.gather({"probe_urls": missing})
+        answers = {u: facts.probe(u) or {"reachable": False} for u in urls}
+        bad = {
+            u: a.get("detail", "no answer") for u, a in answers.items() if not a.get("reachable")
+        }
+        if not bad:
+            tls.detail += f"; revocation checked from the client ({', '.join(urls)})"
+            return result
+        run = _Run()
+        for stage in result.stages[: result.stages.index(tls)]:
+            run.passed(stage.name, stage.detail)
+        failed = run.failed(
+            "tls",
+            f"revocation check failed on the client for {tls.detail.split(': ', 1)[-1]}: "
+            + "; ".join(f"{u}: {d}" for u, d in bad.items()),
+        )
+        failed.peer_certificate = der
+        return failed
 
 
 def resolve_like_client(facts: Facts, name: str, zone: dict[str, str]) -> tuple[str | None, str]:

@@ -238,7 +238,7 @@ class VagrantProvider(RemoteProvider):
         )
 
     def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
-        return scenario.network.host_address, scenario.network.port
+        return scenario.network.host_address, scenario.network.target_port
 
     def close(self) -> None:
         super().close()

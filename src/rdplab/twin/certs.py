@@ -115,16 +115,7 @@ class CertEntry:
 
     def describe(self) -> dict[str, Any]:
         c = self.cert
-        try:
-            cdp_ext = c.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-            cdp = [
-                n.value
-                for dp in cdp_ext
-                for n in (dp.full_name or [])
-                if isinstance(n, x509.UniformResourceIdentifier)
-            ]
-        except x509.ExtensionNotFound:
-            cdp = []
+        cdp = crl_urls(c)
         try:
             eku = [
                 o.dotted_string
@@ -143,6 +134,21 @@ class CertEntry:
             "cdp": cdp,
             "key_file": self.key_file,
         }
+
+
+def crl_urls(cert: x509.Certificate) -> list[str]:
+    """The CRL locations in a certificate's CRL Distribution Points extension (RFC 5280
+    4.2.1.13): where a client downloads the revocation list to check this certificate."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        str(n.value)
+        for dp in points
+        for n in (dp.full_name or [])
+        if isinstance(n, x509.UniformResourceIdentifier)
+    ]
 
 
 @lru_cache(maxsize=256)
