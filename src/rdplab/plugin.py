@@ -179,19 +179,16 @@ _RUN = pytest.StashKey[ScenarioRun]()
 @pytest.fixture(params=["client", "host"])
 def testinfra_host(request: pytest.FixtureRequest, lab_session: LabSession) -> Any:
     """A pytest-testinfra Host for each lab machine, for your own ad-hoc assertions on
-    real VMs (``host.service("TermService").is_running``). Real providers only."""
+    real VMs (``host.run("sc query TermService")``). Its commands go through the lab's
+    own WinRM shell or SSH connection (rdplab.testinfra_hosts). Real providers only."""
     provider = lab_session.provider
-    url = provider.testinfra_url(request.param)
-    if url is None:
+    host = provider.testinfra_host(request.param)
+    if host is None:
         pytest.skip(
             f"provider {provider.name} has no real {request.param} machine for testinfra"
             f" ({provider.runs_on})"
         )
-    try:
-        import testinfra
-    except ImportError:  # pragma: no cover - an extra
-        pytest.fail("pytest-testinfra is not installed: pip install 'rdplab[real]'")
-    return testinfra.get_host(url)
+    return host
 
 
 @pytest.hookimpl(hookwrapper=True)

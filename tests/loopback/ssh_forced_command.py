@@ -120,6 +120,8 @@ class Machine:
             return 0, sha256_upper(content).encode() + b"\r\n", b""
         if kind == "call":
             return self.call(agent, stdin)
+        if line.strip().lower() == "hostname":  # cmd.exe's hostname (for testinfra hosts)
+            return 0, self.load_twin().computer.name.encode() + b"\r\n", b""
         name = line.split(" ", 1)[0]
         return (
             1,

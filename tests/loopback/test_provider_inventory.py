@@ -33,28 +33,12 @@ from .wsman_responder import Responder, responder
 REPO = Path(__file__).resolve().parents[2]
 LAB = load_lab(REPO / "labs" / "rdp-0x904.yaml")
 SECRET = "S3cret-Lab-Pa55!"  # the responders' password (tests/loopback/wsman_responder.py)
-STAND_IN_AGENT = b"# rdplab stand-in agent: src/rdplab/agent/agent.ps1 is not in this tree\r\n"
 
 
 @pytest.fixture
-def agent_ready(monkeypatch: pytest.MonkeyPatch) -> bytes:
-    return agent_bytes(monkeypatch)
-
-
-def agent_bytes(monkeypatch: pytest.MonkeyPatch) -> bytes:
-    """The agent rdplab uploads: the real agent.ps1, or, while it is still being written
-    (it is not committed yet), a stand-in. The loopback machines answer with the twin
-    either way; the install, hash check and version check run on these bytes."""
-    try:
-        return rdplab.agent.agent_source()
-    except FileNotFoundError:
-        import hashlib
-
-        sha = hashlib.sha256(STAND_IN_AGENT).hexdigest().upper()
-        for module in (rdplab.agent, rdplab.backends.agent):
-            monkeypatch.setattr(module, "agent_source", lambda: STAND_IN_AGENT)
-            monkeypatch.setattr(module, "agent_sha256", lambda: sha)
-        return STAND_IN_AGENT
+def agent_ready() -> bytes:
+    """The agent rdplab uploads (the loopback machines answer with their twins)."""
+    return rdplab.agent.agent_source()
 
 
 def wire(twin: Any, net: Network) -> None:
@@ -398,6 +382,30 @@ def test_lab_suite_client_faults_on_the_inventory_provider(
     )
 
 
+@pytest.mark.winrm_loopback
+def test_testinfra_host_fixture_on_the_inventory_provider(
+    winrm_lab: WinRMLab, pytester: pytest.Pytester
+) -> None:
+    """The plugin's ``testinfra_host`` fixture: one pytest-testinfra Host per lab machine,
+    its commands through the lab's own WinRM shells (counted on the responders)."""
+    pytester.makepyfile(
+        test_mine="""
+        def test_name(testinfra_host):
+            assert testinfra_host.run("hostname").stdout.strip() in ("CLIENT", "HOST")
+            assert testinfra_host.backend.NAME == "winrm"
+        """
+    )
+    before = {role: r.command_count for role, r in winrm_lab.responders().items()}
+    # a subprocess: pytester's in-process run would unload the modules testinfra imports
+    # afterwards, leaving requests' classes split in two for later tests
+    result = pytester.runpytest_subprocess(
+        "--lab-provider=inventory", f"--lab-inventory={winrm_lab.inventory}", "-q"
+    )
+    result.assert_outcomes(passed=2)
+    for role, r in winrm_lab.responders().items():
+        assert "other" in r.kinds and r.command_count > before[role], (role, r.kinds)
+
+
 def test_plugin_rejects_a_bad_inventory_before_running(pytester: pytest.Pytester) -> None:
     shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
     bad = pytester.path / "inv.yaml"
@@ -630,6 +638,17 @@ def test_host_over_ssh_client_over_winrm(
             provider.reset(LAB.scenario("healthy"))
             assert host.twin().snapshot() == baseline
             assert provider.journal("host") == []
+            # testinfra hosts ride the same connections: paramiko to the host, pywinrm to
+            # the client, no password in any URL or repr
+            for role, name, kind in (
+                ("host", "HOST", "paramiko"),
+                ("client", "CLIENT", "winrm"),
+            ):
+                ti = provider.testinfra_host(role)
+                assert kind == ti.backend.NAME
+                assert ti.run("hostname").stdout.strip() == name
+                assert ti.run("nosuchcommand").rc == 1
+                assert client.password not in repr(ti.backend) + repr(vars(ti.backend))
         finally:
             provider.close()
         assert os.path.basename(provider.journal_path("host")) == f"127.0.0.1_{host.port}.jsonl"

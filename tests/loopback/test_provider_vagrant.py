@@ -28,7 +28,7 @@ from rdplab.providers.vagrant import VagrantProvider
 from rdplab.scenario import run_scenario
 from rdplab.transports.winrm import WinRMTransport
 
-from .test_provider_inventory import agent_bytes, wire
+from .test_provider_inventory import wire
 from .wsman_responder import Responder, responder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,11 +193,8 @@ def fake_vagrant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeVagrant
 
 
 @pytest.fixture
-def vms(
-    fake_vagrant: FakeVagrant, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, Responder]]:
+def vms(fake_vagrant: FakeVagrant) -> Iterator[dict[str, Responder]]:
     """The VMs' WinRM endpoints: loopback responders the fake's winrm-config names."""
-    agent_bytes(monkeypatch)
     with (
         responder(baseline="windows-11", computer_name="CLIENT") as client,
         responder(baseline="windows-server-2022", computer_name="HOST") as host,

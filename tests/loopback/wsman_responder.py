@@ -447,6 +447,8 @@ class Responder:
             if self.garbage:
                 return 0, b"Windows PowerShell\r\nWARNING: something odd <b>happened</b>\r\n", b""
             return emulator.handle(self.twin, stdin, agent_version=sha256_upper(agent))
+        if line.strip().lower() == "hostname":  # cmd.exe's hostname (for testinfra hosts)
+            return 0, self.twin.computer.name.encode() + b"\r\n", b""
         name = line.split(" ", 1)[0]
         return (
             1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from rdplab.backends.base import Backend, CallLog
 from rdplab.catalog.base import Role
@@ -34,8 +35,8 @@ class Provider(ABC):
     def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
         """Try the RDP connection client -> host; return the stage-by-stage result."""
 
-    def testinfra_url(self, role: Role) -> str | None:
-        """A pytest-testinfra host spec for the machine (None: no real machine)."""
+    def testinfra_host(self, role: Role) -> Any | None:
+        """A pytest-testinfra Host for the machine (None: no real machine)."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing

@@ -15,8 +15,8 @@ is checked from the client's own state: its firewall's outbound rules (from its 
 the revocation check of the certificate the probe received (the CRL locations fetched from
 the client through the agent). CredSSP and licensing are reported as not probed.
 
-``testinfra_url`` stays ``None``: pytest-testinfra's WinRM backend takes the password only
-inside its host URL, and rdplab keeps secrets out of strings.
+``testinfra_host`` hands pytest-testinfra a Host whose commands run through the same open
+transport (``rdplab.testinfra_hosts``), so no password goes into a testinfra host URL.
 """
 
 from __future__ import annotations
@@ -132,6 +132,11 @@ class RemoteProvider(Provider):
     def close(self) -> None:
         for role in list(self.transports):
             self.drop(role)
+
+    def testinfra_host(self, role: Role) -> Any:
+        from rdplab.testinfra_hosts import testinfra_host
+
+        return testinfra_host(self.machine(role).transport)
 
     # -- the connection ---------------------------------------------------------------------
     def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
