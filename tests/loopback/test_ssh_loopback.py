@@ -25,13 +25,13 @@ import pytest
 from rdplab.agent import AGENT_PATH, agent_source, commands
 from rdplab.backends.agent import AgentBackend
 from rdplab.backends.base import CallLog
-from rdplab.baselines import BASELINE_DIR, build_twin
 from rdplab.catalog.base import ROLES, Role
 from rdplab.connection import ConnectionResult, connect
 from rdplab.errors import BackendError, ProviderError
 from rdplab.lab import Scenario, load_lab
 from rdplab.ops import Op
 from rdplab.providers.base import LabMachines, Provider
+from rdplab.providers.sim import scenario_twin
 from rdplab.scenario import run_scenario
 from rdplab.transports.ssh import SSHTransport
 
@@ -527,13 +527,7 @@ class LoopbackSSHProvider(Provider):
     def reset(self, scenario: Scenario) -> LabMachines:
         calls = CallLog()
         for role in ROLES:
-            twin = build_twin(
-                scenario.baselines[role],
-                scenario.computer_names[role],
-                scenario.baseline_search or (BASELINE_DIR,),
-            )
-            twin.zone = scenario.network.zone
-            twin.http_reach = scenario.network.pki_address.__eq__
+            twin = scenario_twin(scenario, role)
             self.servers[role].set_twin(twin)
             self.servers[role].reset_counters()
         return LabMachines(

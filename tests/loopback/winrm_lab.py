@@ -14,11 +14,11 @@ from typing import Any
 
 from rdplab.backends.agent import AgentBackend
 from rdplab.backends.base import CallLog
-from rdplab.baselines import BASELINE_DIR, build_twin
 from rdplab.catalog.base import ROLES, Role
 from rdplab.connection import ConnectionResult, connect
 from rdplab.lab import Scenario
 from rdplab.providers.base import LabMachines, Provider
+from rdplab.providers.sim import scenario_twin
 from rdplab.transports.winrm import WinRMTransport
 
 from .wsman_responder import Responder, responder
@@ -55,13 +55,7 @@ class LoopbackWinRMProvider(Provider):
     def reset(self, scenario: Scenario) -> LabMachines:
         calls = CallLog()
         for role in ROLES:
-            twin = build_twin(
-                scenario.baselines[role],
-                scenario.computer_names[role],
-                scenario.baseline_search or (BASELINE_DIR,),
-            )
-            twin.zone = scenario.network.zone
-            twin.http_reach = scenario.network.pki_address.__eq__
+            twin = scenario_twin(scenario, role)
             self.responders[role].twin = twin
             self.responders[role].reset_counters()
         return LabMachines(
