@@ -49,6 +49,8 @@ class ConnectionResult:
     not_probed: dict[str, str] = field(default_factory=dict)
     #: the DER certificate a live probe's TLS handshake received (None on sim)
     peer_certificate: bytes | None = field(default=None, repr=False, compare=False)
+    #: the CredSSP version in the server's first TSRequest, read by a live probe
+    credssp_version: int | None = None
 
     @property
     def evidence(self) -> str:
@@ -64,6 +66,7 @@ class ConnectionResult:
             "stages": [vars(s) for s in self.stages],
             "notes": list(self.notes),
             **({"not_probed": dict(self.not_probed)} if self.not_probed else {}),
+            **({"credssp_version": self.credssp_version} if self.credssp_version else {}),
         }
 
 

@@ -26,6 +26,7 @@ import ssl
 import struct
 import time
 
+from rdplab import credssp_wire
 from rdplab.connection import (
     HYBRID_REQUIRED_BY_SERVER,
     PROTOCOL_HYBRID,
@@ -227,11 +228,14 @@ def probe(
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE  # reported, not judged: trust is the client's call
+            credssp: int | str | None = None
             try:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 with ctx.wrap_socket(sock, server_hostname=server_name) as tls:
                     der = tls.getpeercert(binary_form=True) or b""
                     version = tls.version() or "TLS"
+                    if value & (PROTOCOL_HYBRID | PROTOCOL_HYBRID_EX):
+                        credssp = _credssp_version(tls, deadline)
             except TimeoutError:
                 return run.failed("tls", f"TLS handshake with {where} timed out")
             except ssl.SSLError as exc:
@@ -242,6 +246,18 @@ def probe(
                 )
             run.passed("tls", f"{version} with {where}: {_describe_cert(der)}")
             run.result.peer_certificate = der
+            if isinstance(credssp, int):
+                run.result.credssp_version = credssp
+                run.result.notes.append(
+                    f"credssp: {where} answered TSRequest version {credssp}"
+                    + (
+                        " (with the 2018 CredSSP update)"
+                        if credssp >= credssp_wire.FIXED_VERSION
+                        else " (without the 2018 CredSSP update, CVE-2018-0886)"
+                    )
+                )
+            elif credssp is not None:
+                run.result.notes.append(f"credssp: no version from {where}: {credssp}")
             run.result.notes.append(
                 "tls: the certificate is reported, not validated (trust and revocation are"
                 " checked by mstsc on the client)"
@@ -253,6 +269,29 @@ def probe(
         run.result.notes.append(f"{stage}: not probed ({why})")
     run.result.ok = True
     return run.result
+
+
+def _credssp_version(tls: ssl.SSLSocket, deadline: float) -> int | str:
+    """Send the first TSRequest and read the server's: its CredSSP version, or why not.
+    No credential is sent (the NTLM NEGOTIATE_MESSAGE names nobody)."""
+    try:
+        tls.settimeout(max(0.001, deadline - time.monotonic()))
+        tls.sendall(credssp_wire.ts_request())
+        data = b""
+        while (need := credssp_wire.message_length(data)) is None or len(data) < need:
+            if need is not None and need > 65536:
+                return f"a {need}-byte answer is not a TSRequest"
+            chunk = tls.recv(4096 if need is None else need - len(data))
+            if not chunk:
+                return "the server closed the connection instead of answering the TSRequest"
+            data += chunk
+        return credssp_wire.ts_request_version(data)
+    except TimeoutError:
+        return "no TSRequest answer in time"
+    except credssp_wire.WireError as exc:
+        return f"the answer is not a TSRequest ({exc})"
+    except (ssl.SSLError, OSError) as exc:
+        return f"the connection failed during the TSRequest exchange ({exc})"
 
 
 def _describe_cert(der: bytes) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from rdplab import credssp_wire
 from rdplab.catalog.base import SOCKET_CLOSED
 from rdplab.connection import (
     HYBRID_REQUIRED_BY_SERVER,
@@ -91,6 +92,10 @@ class RDPResponder:
         self.code = code
         self.directory = directory
         self.cdp: tuple[str, ...] = ()
+        #: the CredSSP version answered to a TSRequest (0: close instead, as a non-CredSSP
+        #: server would); the versions the clients announced
+        self.credssp_version = 6
+        self.ts_requests: list[int] = []
         self.cert, self.key, self.thumbprint = make_cert(directory)
         self.requests: list[bytes] = []
         self.handshakes = 0
@@ -159,6 +164,9 @@ class RDPResponder:
             self.mode = "no-tls"
         else:
             self.mode = "negotiate"
+            # a host without the 2018 CredSSP update answers an older TSRequest version
+            # (any below 5; 3 here)
+            self.credssp_version = 6 if win.credssp_patched(twin.tspkg_version) else 3
             # present the twin certificate's CRL locations (the twin keeps no private key
             # to serve the certificate itself), so the client-side revocation check has
             # the same URLs to fetch as against the real host
@@ -222,8 +230,13 @@ class RDPResponder:
                 self.handshakes += 1
                 self.handshake_done.set()
                 tls.settimeout(2)
-                with suppress(OSError):
-                    tls.recv(1)  # the client hangs up after the handshake
+                with suppress(OSError, credssp_wire.WireError):
+                    first = tls.recv(4096)  # a TSRequest, or the client hangs up
+                    if first and selected & PROTOCOL_HYBRID and self.credssp_version:
+                        self.ts_requests.append(credssp_wire.ts_request_version(first))
+                        challenge = b"NTLMSSP\x00\x02\x00\x00\x00" + b"\x00" * 40
+                        tls.sendall(credssp_wire.ts_request(self.credssp_version, challenge))
+                        tls.recv(1)
         except (OSError, struct.error):
             pass
         finally:
@@ -295,6 +308,35 @@ def test_negotiation_and_tls(tmp_path: Path) -> None:
     assert set(result.not_probed) == {"credssp", "licensing"}
     assert any(n.startswith("credssp: not probed") for n in result.notes)
     assert result.failed_stage is None and result.error_code is None
+
+
+@pytest.mark.parametrize(("server_version", "patched"), [(6, True), (5, True), (3, False)])
+def test_credssp_version_is_read_without_credentials(
+    tmp_path: Path, server_version: int, patched: bool
+) -> None:
+    """With CredSSP selected, the probe sends the first TSRequest (an NTLM negotiate that
+    names nobody) and reads the server's CredSSP version from its answer."""
+    with rdp_responder(tmp_path) as r:
+        r.credssp_version = server_version
+        result = probe("127.0.0.1", r.port, timeout=5)
+    assert result.ok, result.to_json()
+    assert r.ts_requests == [6]
+    assert result.credssp_version == server_version
+    assert result.to_json()["credssp_version"] == server_version
+    update = "with the 2018 CredSSP update" if patched else "without the 2018 CredSSP update"
+    assert f"credssp: 127.0.0.1:{r.port} answered TSRequest version {server_version}" in (
+        " ".join(result.notes)
+    )
+    assert update in " ".join(result.notes)
+    assert "credssp" in result.not_probed  # authentication itself needs credentials
+
+
+def test_credssp_silence_is_noted_not_failed(tmp_path: Path) -> None:
+    with rdp_responder(tmp_path) as r:
+        r.credssp_version = 0  # hangs up after reading the TSRequest
+        result = probe("127.0.0.1", r.port, timeout=2)
+    assert result.ok and result.credssp_version is None
+    assert any(n.startswith("credssp: no version from") for n in result.notes), result.notes
 
 
 def test_tls_only_request(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import fnmatch
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,18 @@ def winrm_lab(
 ) -> Iterator[WinRMLab]:
     """Client and host: two loopback WinRM responders with twins of the lab's baselines;
     the host's RDP port: the loopback RDP responder. The inventory names them."""
+    with make_winrm_lab(tmp_path, monkeypatch) as lab:
+        yield lab
+
+
+@contextmanager
+def make_winrm_lab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_baseline: str = "windows-server-2022"
+) -> Iterator[WinRMLab]:
     net = Network()
     with (
         responder(baseline="windows-11", computer_name="CLIENT") as client,
-        responder(baseline="windows-server-2022", computer_name="HOST") as host,
+        responder(baseline=host_baseline, computer_name="HOST") as host,
         rdp_responder(tmp_path / "rdp") as rdp,
         rdp_responder(tmp_path / "ws") as ws,
     ):
@@ -143,13 +152,16 @@ def test_healthy_scenario_over_winrm_with_the_live_probe(winrm_lab: WinRMLab) ->
     assert run.findings == [] and run.unexpected_diff == {}
     conn = run.connection
     assert conn is not None and conn.ok, conn
-    assert [s.name for s in conn.stages] == ["name-resolution", "tcp", "x224", "tls"]
+    assert [s.name for s in conn.stages] == ["name-resolution", "tcp", "x224", "tls", "credssp"]
     assert conn.stages[0].detail == (
         "host.rdplab.test -> 192.168.56.11 (from the client's lab DNS zone (the client's DNS"
         f" server itself was not queried)); probed at 127.0.0.1:{winrm_lab.rdp.port}"
     )
     assert f"thumbprint {winrm_lab.rdp.thumbprint}" in conn.stages[3].detail
-    assert set(conn.not_probed) == {"credssp", "licensing"}
+    assert conn.credssp_version == 6 and winrm_lab.rdp.ts_requests == [6, 6]  # twice: connect
+    assert "TSRequest version 6 ('Mitigated')" in conn.stages[4].detail  # and verify-connect
+    assert "authentication itself not probed" in conn.stages[4].detail
+    assert set(conn.not_probed) == {"licensing"}
     # the budget on the wire: one command per machine per phase, nothing else
     assert run.max_calls_per_machine_phase == 1, run.calls
     for role, r in winrm_lab.responders().items():
@@ -183,6 +195,38 @@ def test_client_side_stages_on_a_real_lab(
     assert conn is not None and not conn.ok
     assert fnmatch.fnmatch(conn.evidence, evidence), conn.evidence
     assert after is not None and after.ok, after
+    assert run.max_calls_per_machine_phase == 1, run.calls
+
+
+@pytest.mark.winrm_loopback
+@pytest.mark.parametrize("allow_lowers_security", [False, True])
+def test_credssp_oracle_mismatch_seen_on_the_wire(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    agent_ready: bytes,
+    allow_lowers_security: bool,
+) -> None:
+    """The unpatched host answers an old CredSSP version to the probe's TSRequest; with
+    the client forcing updated peers, mstsc's decision (KB 4093492) fails the credssp
+    stage. The safe fix (the update) or the opted-in workaround lets it through."""
+    scenario = LAB.scenario(
+        "credssp-oracle-mismatch-workaround" if allow_lowers_security else "credssp-oracle-mismatch"
+    )
+    with make_winrm_lab(tmp_path, monkeypatch, "windows-server-2016-1607") as lab:
+        provider = InventoryProvider(lab.inventory)
+        try:
+            run = run_scenario(provider, scenario)
+        finally:
+            provider.close()
+    assert run.error is None, f"{run.failed_step}: {run.error}"
+    conn, after = run.connection, run.connection_after
+    assert conn is not None and conn.failed_stage == "credssp", conn
+    assert (conn.error_code, conn.extended_code) == (None, None)  # its own dialog, not 0x904
+    assert "TSRequest version 3 ('not updated')" in conn.evidence
+    assert "'Force Updated Clients'" in conn.evidence
+    assert after is not None and after.ok and after.stages[-1].name == "credssp", after
+    expected_after = 3 if allow_lowers_security else 6  # workaround: the host stays old
+    assert after.credssp_version == expected_after
     assert run.max_calls_per_machine_phase == 1, run.calls
 
 

@@ -50,9 +50,10 @@ MATRIX: dict[tuple[str, str], bool] = {
 }
 
 
-def level(facts: Facts) -> str:
-    """A machine's column/row in the matrix."""
-    if not facts.credssp_patched:
+def level(facts: Facts, patched: bool | None = None) -> str:
+    """A machine's column/row in the matrix; ``patched`` overrides what the facts say
+    about the update (a live probe saw the host's CredSSP version on the wire)."""
+    if not (facts.credssp_patched if patched is None else patched):
         return NOT_UPDATED
     value = facts.effective("encryption_oracle").value
     return win.ORACLE_NAMES.get(int(value), MITIGATED)

@@ -27,11 +27,12 @@ from typing import Any
 
 from cryptography import x509
 
-from rdplab import probe
+from rdplab import credssp_wire, probe
 from rdplab.backends.agent import AgentBackend
 from rdplab.backends.base import Backend, CallLog
+from rdplab.catalog import credssp_oracle_mismatch as credssp
 from rdplab.catalog.base import ROLES, Role
-from rdplab.connection import ConnectionResult, _Run
+from rdplab.connection import ConnectionResult, Stage, _Run
 from rdplab.facts import Facts
 from rdplab.lab import Scenario
 from rdplab.ops import BatchResult, Op
@@ -180,7 +181,10 @@ class RemoteProvider(Provider):
         result = probe.probe(
             address, port, resolution=evidence, timeout=self.probe_timeout, tcp_only=tcp_only
         )
-        return self.check_revocation_on_client(result, facts, client)
+        result = self.check_revocation_on_client(result, facts, client)
+        host = machines.host
+        host_facts = host.last_facts if isinstance(host, RemoteBackend) else None
+        return check_credssp(result, facts, host_facts)
 
     def check_revocation_on_client(
         self, result: ConnectionResult, facts: Facts, client: Backend
@@ -221,6 +225,44 @@ class RemoteProvider(Provider):
         )
         failed.peer_certificate = der
         return failed
+
+
+def check_credssp(result: ConnectionResult, client: Facts, host: Facts | None) -> ConnectionResult:
+    """mstsc's CredSSP decision from what the probe read on the wire: the host's CredSSP
+    version (below 5: without the 2018 update) against the client's patch level and
+    AllowEncryptionOracle, by the KB 4093492 matrix. The host's own policy (from its facts)
+    places a patched host in the matrix. Authentication itself stays unprobed."""
+    version = result.credssp_version
+    if not result.ok or version is None:
+        return result
+    patched = version >= credssp_wire.FIXED_VERSION
+    if patched and host is None:
+        return result  # a patched host's place in the matrix is its policy: unknown here
+    host_level = credssp.level(host, patched=patched) if host else credssp.NOT_UPDATED
+    client_level = credssp.level(client)
+    said = (
+        f"host answered CredSSP TSRequest version {version} ('{host_level}'), the client is"
+        f" '{client_level}' (its tspkg {client.tspkg_version},"
+        f" {client.effective('encryption_oracle').describe('AllowEncryptionOracle')})"
+    )
+    if not credssp.allowed(client_level, host_level):
+        run = _Run()
+        for stage in result.stages:
+            run.passed(stage.name, stage.detail)
+        failed = run.failed("credssp", f"CredSSP refused: {said} (KB 4093492 matrix)")
+        failed.credssp_version, failed.peer_certificate = version, result.peer_certificate
+        return failed
+    result.stages.append(
+        Stage(
+            "credssp",
+            True,
+            f"{said}: allowed by the KB 4093492 matrix; authentication itself not probed"
+            " (needs the user's credentials)",
+        )
+    )
+    result.not_probed.pop("credssp", None)
+    result.notes = [n for n in result.notes if not n.startswith("credssp: not probed")]
+    return result
 
 
 def resolve_like_client(facts: Facts, name: str, zone: dict[str, str]) -> tuple[str | None, str]:
