@@ -10,6 +10,7 @@ aspects of the same run, and each report row carries that aspect's evidence.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,14 +210,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     report.extras = [*getattr(report, "extras", []), extras.html(evidence_html(run, aspect))]
 
 
-def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str]) -> None:
-    prefix.append(
-        "<p><b>What ran on what:</b> with the <code>sim</code> provider every machine is an"
-        " in-process Windows twin (simulated registry, firewall, services, certificates, DNS,"
-        " CredSSP, licensing). No Windows machine ran; results show the lab's logic, not a"
-        " real host's behaviour. Real-VM runs say <code>provider vagrant</code> or"
-        " <code>inventory</code> on each row.</p>"
-    )
+def pytest_html_results_summary(
+    prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+) -> None:
+    lab = session.config.stash.get(LAB_SESSION, None)
+    provider = lab._provider if lab else None
+    if provider is None or provider.name == "sim":
+        what = (
+            "with the <code>sim</code> provider every machine is an in-process Windows twin"
+            " (simulated registry, firewall, services, certificates, DNS, CredSSP, licensing)."
+            " No Windows machine ran; results show the lab's logic, not a real host's"
+            " behaviour."
+        )
+    else:
+        what = (
+            f"provider <code>{html.escape(provider.name)}</code>:"
+            f" {html.escape(provider.runs_on)}. The connection was probed live (name"
+            " resolution as the client resolves it, TCP, X.224, TLS, the host's CredSSP"
+            " version); stages the probe cannot see are listed as not probed on each row."
+        )
+    prefix.append(f"<p><b>What ran on what:</b> {what} Each row names its provider.</p>")
 
 
 def pytest_html_report_title(report: Any) -> None:

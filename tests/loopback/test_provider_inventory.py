@@ -419,8 +419,13 @@ def test_lab_suite_client_faults_on_the_inventory_provider(
         "no:cacheprovider",
         "-rs",
         "-q",
+        "--html=out/lab.html",
+        "--self-contained-html",
     )
     result.assert_outcomes(passed=7 * len(CLIENT_SIDE) - 1, skipped=1)
+    page = (pytester.path / "out" / "lab.html").read_text()
+    assert "provider <code>inventory</code>: existing Windows machines from inventory.yaml" in page
+    assert "in-process Windows twin" not in page
     result.stdout.fnmatch_lines(
         ["SKIPPED*the licensing stage cannot be seen by the live probe on inventory*session*"]
     )
