@@ -330,23 +330,30 @@ def test_a_crashed_run_is_rolled_back_by_the_next(winrm_lab: WinRMLab) -> None:
 
 
 # -- the plugin: tests/test_lab.py unchanged on the inventory provider ---------------------------
+def run_lab_suite(
+    pytester: pytest.Pytester, lab: WinRMLab, scenarios: list[str], *extra: str
+) -> pytest.RunResult:
+    """tests/test_lab.py, copied unchanged, on the inventory of ``lab``, for ``scenarios``.
+    In a subprocess: an in-process run would import pywinrm's requests stack first and
+    unload it afterwards, splitting its classes in two for every later test."""
+    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
+    return pytester.runpytest_subprocess(
+        "--lab-provider=inventory",
+        f"--lab-inventory={lab.inventory}",
+        f"--lab-file={REPO / 'labs' / 'rdp-0x904.yaml'}",
+        "-k",
+        " or ".join(f"[{sid}]" for sid in scenarios),
+        "-p",
+        "no:cacheprovider",
+        *extra,
+    )
+
+
 @pytest.mark.winrm_loopback
 def test_lab_suite_runs_on_the_inventory_provider(
     winrm_lab: WinRMLab, pytester: pytest.Pytester
 ) -> None:
-    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
-    (pytester.path / "labs").mkdir()
-    shutil.copy(REPO / "labs" / "rdp-0x904.yaml", pytester.path / "labs" / "rdp-0x904.yaml")
-    result = pytester.runpytest(
-        "--lab-provider=inventory",
-        f"--lab-inventory={winrm_lab.inventory}",
-        f"--lab-file={pytester.path / 'labs' / 'rdp-0x904.yaml'}",
-        "-k",
-        "healthy",
-        "-p",
-        "no:cacheprovider",
-        "-v",
-    )
+    result = run_lab_suite(pytester, winrm_lab, ["healthy"], "-v")
     result.stdout.fnmatch_lines(["*provider inventory*"])
     # test_healthy, test_no_collateral, test_call_budget for the healthy scenario
     result.assert_outcomes(passed=3)
@@ -374,17 +381,7 @@ def test_lab_suite_host_faults_on_the_inventory_provider(
 ) -> None:
     """The faults the probe can see (on the host's listener): every aspect of test_lab.py
     passes, the symptom included (timeout, refused, SSL_NOT_ALLOWED_BY_SERVER, TLS)."""
-    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
-    result = pytester.runpytest(
-        "--lab-provider=inventory",
-        f"--lab-inventory={winrm_lab.inventory}",
-        f"--lab-file={REPO / 'labs' / 'rdp-0x904.yaml'}",
-        "-k",
-        " or ".join(f"[{sid}]" for sid in HOST_SIDE),
-        "-p",
-        "no:cacheprovider",
-        "-q",
-    )
+    result = run_lab_suite(pytester, winrm_lab, HOST_SIDE, "-q")
     # 7 aspects for each faulted scenario (test_no_collateral included: real machines'
     # snapshots are the facts, put in the twin's shape by Backend.snapshot)
     result.assert_outcomes(passed=7 * len(HOST_SIDE))
@@ -408,15 +405,10 @@ def test_lab_suite_client_faults_on_the_inventory_provider(
     it, the client's outbound rules stop the SYN, the revocation check fetches the CRL of
     the certificate the probe received from the client itself. Licensing happens inside a
     session, which the probe never reaches: its symptom is the one skip, with the reason."""
-    shutil.copy(REPO / "tests" / "test_lab.py", pytester.path / "test_inventory_lab.py")
-    result = pytester.runpytest(
-        "--lab-provider=inventory",
-        f"--lab-inventory={winrm_lab.inventory}",
-        f"--lab-file={REPO / 'labs' / 'rdp-0x904.yaml'}",
-        "-k",
-        " or ".join(f"[{sid}]" for sid in CLIENT_SIDE),
-        "-p",
-        "no:cacheprovider",
+    result = run_lab_suite(
+        pytester,
+        winrm_lab,
+        CLIENT_SIDE,
         "-rs",
         "-q",
         "--html=out/lab.html",
