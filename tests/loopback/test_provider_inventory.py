@@ -8,6 +8,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -445,6 +447,29 @@ def test_testinfra_host_fixture_on_the_inventory_provider(
     result.assert_outcomes(passed=2)
     for role, r in winrm_lab.responders().items():
         assert "other" in r.kinds and r.command_count > before[role], (role, r.kinds)
+
+
+@pytest.mark.winrm_loopback
+def test_contract_cases_on_the_inventory_machines(winrm_lab: WinRMLab) -> None:
+    """The README's command for the agent contract on real Windows, against the inventory's
+    machines: every case of fixtures/contract gets a ``real`` run through pywinrm, with
+    the machine restored (rollback journal) before and after it."""
+    cases = len(list((REPO / "fixtures" / "contract").glob("*.json")))
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "tests/contract", "-k", "real"),
+            *("--lab-provider=inventory", f"--lab-inventory={winrm_lab.inventory}"),
+            *("-q", "-p", "no:cacheprovider"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert f"{cases} passed" in proc.stdout
+    assert winrm_lab.host.kinds["call"] > cases and winrm_lab.client.kinds["call"] > 0
 
 
 def test_plugin_rejects_a_bad_inventory_before_running(pytester: pytest.Pytester) -> None:
