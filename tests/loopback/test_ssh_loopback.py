@@ -26,15 +26,14 @@ from rdplab.agent import AGENT_PATH, agent_source, commands
 from rdplab.backends.agent import AgentBackend
 from rdplab.backends.base import CallLog
 from rdplab.catalog.base import ROLES, Role
-from rdplab.connection import ConnectionResult, connect
 from rdplab.errors import BackendError, ProviderError
-from rdplab.lab import Scenario, load_lab
+from rdplab.lab import load_lab
 from rdplab.ops import Op
-from rdplab.providers.base import LabMachines, Provider
-from rdplab.providers.sim import scenario_twin
 from rdplab.scenario import run_scenario
 from rdplab.transports.ssh import SSHTransport
+from rdplab.twin import Twin
 
+from .loopback_lab import LoopbackLabProvider
 from .ssh_server import (
     SSHServer,
     find_keygen,
@@ -509,7 +508,7 @@ def test_server_without_password_auth(tmp_path: Path) -> None:
 
 
 # -- a whole scenario over SSH ----------------------------------------------------------------
-class LoopbackSSHProvider(Provider):
+class LoopbackSSHProvider(LoopbackLabProvider):
     """Client and host are two loopback sshd machines; each scenario starts from fresh
     twins written into their state directories. One SSH connection per machine."""
 
@@ -517,31 +516,14 @@ class LoopbackSSHProvider(Provider):
     runs_on = "loopback OpenSSH servers with twins (no Windows ran)"
 
     def __init__(self, servers: dict[Role, SSHServer]) -> None:
+        super().__init__(servers, {role: s.transport() for role, s in servers.items()})
         self.servers = servers
-        self.transports = {role: s.transport() for role, s in servers.items()}
-        for role, t in self.transports.items():  # the agent is installed once per machine
-            servers[role].install_agent()
-            t.open()
-            assert AgentBackend(role, t, CallLog()).ensure_agent() == "agent current"
 
-    def reset(self, scenario: Scenario) -> LabMachines:
-        calls = CallLog()
-        for role in ROLES:
-            twin = scenario_twin(scenario, role)
-            self.servers[role].set_twin(twin)
-            self.servers[role].reset_counters()
-        return LabMachines(
-            AgentBackend("client", self.transports["client"], calls),
-            AgentBackend("host", self.transports["host"], calls),
-            calls,
-        )
+    def put_twin(self, role: Role, twin: Twin) -> None:
+        self.servers[role].set_twin(twin)
 
-    def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
-        return connect(self.servers["client"].twin(), self.servers["host"].twin(), scenario.network)
-
-    def close(self) -> None:
-        for t in self.transports.values():
-            t.close()
+    def twin_of(self, role: Role) -> Twin:
+        return self.servers[role].twin()
 
 
 @pytest.fixture(scope="module")

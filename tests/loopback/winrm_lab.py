@@ -12,15 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rdplab.backends.agent import AgentBackend
-from rdplab.backends.base import CallLog
-from rdplab.catalog.base import ROLES, Role
-from rdplab.connection import ConnectionResult, connect
-from rdplab.lab import Scenario
-from rdplab.providers.base import LabMachines, Provider
-from rdplab.providers.sim import scenario_twin
+from rdplab.catalog.base import Role
 from rdplab.transports.winrm import WinRMTransport
+from rdplab.twin import Twin
 
+from .loopback_lab import LoopbackLabProvider
 from .wsman_responder import Responder, responder
 
 
@@ -38,44 +34,26 @@ def winrm_to(r: Responder, **kw: Any) -> WinRMTransport:
     return WinRMTransport("127.0.0.1", r.port, **kw)
 
 
-class LoopbackWinRMProvider(Provider):
+class LoopbackWinRMProvider(LoopbackLabProvider):
     """Client and host are two responders; each scenario starts from fresh twins."""
 
     name = "winrm-loopback"
     runs_on = "loopback WS-Management responders with twins (no Windows ran)"
 
     def __init__(self, machines: dict[Role, Responder]) -> None:
+        super().__init__(machines, {role: winrm_to(r) for role, r in machines.items()})
         self.responders = machines
-        self.transports = {role: winrm_to(r) for role, r in machines.items()}
-        for role, t in self.transports.items():  # the agent is installed once per machine
-            machines[role].install_agent()
-            t.open()
-            assert AgentBackend(role, t, CallLog()).ensure_agent() == "agent current"
 
-    def reset(self, scenario: Scenario) -> LabMachines:
-        calls = CallLog()
-        for role in ROLES:
-            twin = scenario_twin(scenario, role)
-            self.responders[role].twin = twin
-            self.responders[role].reset_counters()
-        return LabMachines(
-            AgentBackend("client", self.transports["client"], calls),
-            AgentBackend("host", self.transports["host"], calls),
-            calls,
-        )
+    def put_twin(self, role: Role, twin: Twin) -> None:
+        self.responders[role].twin = twin
 
-    def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
-        return connect(
-            self.responders["client"].twin, self.responders["host"].twin, scenario.network
-        )
+    def twin_of(self, role: Role) -> Twin:
+        twin: Twin = self.responders[role].twin
+        return twin
 
     def wire_commands(self) -> dict[Role, int]:
         """Commands each responder answered since the last reset (counted on the wire)."""
         return {role: r.command_count for role, r in self.responders.items()}
-
-    def close(self) -> None:
-        for t in self.transports.values():
-            t.close()
 
 
 @contextmanager
