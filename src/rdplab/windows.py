@@ -5,6 +5,8 @@ Every value here carries its source; the long form with links is docs/sources.md
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # -- Terminal Server settings (Microsoft Learn, "Change the listening port for Remote
 #    Desktop"; "Configure server authentication and encryption levels"; sources.md s3, s10)
 TS_KEY = r"HKLM\SYSTEM\CurrentControlSet\Control\Terminal Server"
@@ -52,29 +54,83 @@ SERVER_AUTH_NONE, SERVER_AUTH_REQUIRE, SERVER_AUTH_ATTEMPT = 0, 1, 2
 ORACLE_FORCE_UPDATED, ORACLE_MITIGATED, ORACLE_VULNERABLE = 0, 1, 2
 ORACLE_NAMES = {0: "Force Updated Clients", 1: "Mitigated", 2: "Vulnerable"}
 
-# The CredSSP fix shipped in the March 2018 updates and became enforcing by default
-# (Mitigated) in May 2018. tspkg.dll file versions from which a build has it
-# (sources.md s1). Builds newer than these families include it from RTM.
-CREDSSP_FIXED_TSPKG = {
-    "6.1.7601": "6.1.7601.24117",  # Windows 7 SP1 / Server 2008 R2
-    "6.3.9600": "6.3.9600.18999",  # Windows 8.1 / Server 2012 R2
-    "10.0.14393": "10.0.14393.2248",  # Windows 10 1607 / Server 2016 (KB4103723)
-}
-CREDSSP_FIRST_FIXED_BUILD = 17134  # Windows 10 1803 shipped with the fix
+# The CredSSP fix (CVE-2018-0886) shipped in the March 2018 updates and became enforcing by
+# default (Mitigated) in May 2018. Each row: a build family, the first tspkg.dll version
+# with the fix and the May 2018 updates that carry it. Every row of the tspkg.dll table in
+# KB 4295591 ("Error when you try to RDP to a Windows VM in Azure: CredSSP encryption
+# oracle remediation", section "How to verify that the CredSSP update is installed";
+# docs/sources.md s1), in the article's order.
+
+
+@dataclass(frozen=True)
+class CredSSPFix:
+    family: str  # major.minor.build of the OS, as tspkg.dll's version starts
+    os: str
+    tspkg: str  # first tspkg.dll version with the fix
+    kbs: tuple[str, ...]  # the May 2018 updates that carry it
+
+
+CREDSSP_FIXES = (
+    CredSSPFix(
+        "6.1.7601",
+        "Windows 7 SP1 / Windows Server 2008 R2 SP1",
+        "6.1.7601.24117",
+        ("KB4103718", "KB4103712"),
+    ),
+    CredSSPFix("6.2.9200", "Windows Server 2012", "6.2.9200.22432", ("KB4103730", "KB4103726")),
+    CredSSPFix(
+        "6.3.9600",
+        "Windows 8.1 / Windows Server 2012 R2",
+        "6.3.9600.18999",
+        ("KB4103725", "KB4103715"),
+    ),
+    CredSSPFix(
+        "10.0.14393",
+        "Windows 10 1607 / Windows Server 2016",
+        "10.0.14393.2248",
+        ("KB4103723",),
+    ),
+    CredSSPFix("10.0.15063", "Windows 10 1703", "10.0.15063.1088", ("KB4103731",)),
+    CredSSPFix(
+        "10.0.16299",
+        "Windows 10 1709 / Windows Server 1709",
+        "10.0.16299.431",
+        ("KB4103727",),
+    ),
+)
+CREDSSP_FIXED_TSPKG = {f.family: f.tspkg for f in CREDSSP_FIXES}
+
+# ASSUMPTION, not a Microsoft statement: builds from Windows 10 1803 (17134) on carry the
+# fix from their first release. KB 4295591's table ends at 1709, and Microsoft's
+# CVE-2018-0886 record lists as affected only releases up to Windows 10 1709 and Windows
+# Server 1709 (1803 shipped after the March 2018 fix); no page says "1803 includes it"
+# (docs/sources.md s1).
+CREDSSP_FIRST_FIXED_BUILD = 17134
+# ASSUMPTION: affected families with no tspkg.dll row in KB 4295591 (Windows Server 2008
+# SP2 6.0.6002, Windows 10 1507 10240 and 1511 10586; Windows 8 shares 6.2.9200 with
+# Server 2012) are judged unpatched: the article gives no version to compare with. A live
+# probe of a host's CredSSP version (probe.py) overrides this for hosts.
 
 
 def _ver(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
+def credssp_fix_for(tspkg_version: str) -> CredSSPFix | None:
+    """The KB 4295591 row for this tspkg.dll's build family, or None."""
+    family = ".".join(str(p) for p in _ver(tspkg_version)[:3])
+    return next((f for f in CREDSSP_FIXES if f.family == family), None)
+
+
 def credssp_patched(tspkg_version: str) -> bool:
     """Whether a tspkg.dll of this version carries the CVE-2018-0886 fix."""
     parts = _ver(tspkg_version)
-    family = ".".join(str(p) for p in parts[:3])
-    if family in CREDSSP_FIXED_TSPKG:
-        return parts >= _ver(CREDSSP_FIXED_TSPKG[family])
+    row = credssp_fix_for(tspkg_version)
+    if row is not None:
+        return parts >= _ver(row.tspkg)
     return parts[0] >= 10 and parts[2] >= CREDSSP_FIRST_FIXED_BUILD
 
 
-# KBs the twin knows how to install: KB -> (build family, tspkg version after install)
-KNOWN_UPDATES = {"KB4103723": ("10.0.14393", "10.0.14393.2248")}
+# KBs the twin knows how to install: KB -> (build family, tspkg version after install),
+# every update named in KB 4295591's table.
+KNOWN_UPDATES = {kb: (f.family, f.tspkg) for f in CREDSSP_FIXES for kb in f.kbs}

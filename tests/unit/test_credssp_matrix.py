@@ -172,20 +172,63 @@ def test_credssp_not_consulted_without_nla_protocol(
     assert "credssp" not in [s.name for s in result.stages]
 
 
+# KB 4295591, "How to verify that the CredSSP update is installed": every row of its
+# tspkg.dll table, written out independently of windows.CREDSSP_FIXES.
+KB4295591_TSPKG = {
+    "Windows 7 SP1 / Server 2008 R2 SP1": "6.1.7601.24117",
+    "Windows Server 2012": "6.2.9200.22432",
+    "Windows 8.1 / Server 2012 R2": "6.3.9600.18999",
+    "Windows 10 1607 / Server 2016": "10.0.14393.2248",
+    "Windows 10 1703": "10.0.15063.1088",
+    "Windows 10 1709": "10.0.16299.431",
+}
+
+
+def _neighbours(version: str) -> tuple[str, str, str]:
+    """One revision below, the version itself, and a numerically (not lexically) larger
+    one with more digits."""
+    *family, rev = version.split(".")
+    below = ".".join([*family, str(int(rev) - 1)])
+    above = ".".join([*family, str(int(rev) * 10)])
+    return below, version, above
+
+
+def test_every_kb4295591_row_is_in_the_table() -> None:
+    assert sorted(win.CREDSSP_FIXED_TSPKG.values()) == sorted(KB4295591_TSPKG.values())
+    assert len(win.CREDSSP_FIXES) == 6
+
+
+@pytest.mark.parametrize("os_name", list(KB4295591_TSPKG))
+def test_credssp_patched_on_both_sides_of_each_kb4295591_threshold(os_name: str) -> None:
+    below, exact, above = _neighbours(KB4295591_TSPKG[os_name])
+    assert win.credssp_patched(below) is False, below
+    assert win.credssp_patched(exact) is True, exact
+    assert win.credssp_patched(above) is True, above
+    assert win.credssp_patched(below.rsplit(".", 1)[0] + ".0") is False  # RTM of that family
+
+
+@pytest.mark.parametrize("os_name", list(KB4295591_TSPKG))
+def test_each_kb4295591_update_installs_on_its_family(
+    os_name: str, make_twin: Callable[..., Twin], apply_ok: Callable[..., Any]
+) -> None:
+    """Every KB the article names is one the twin can install, and it lifts tspkg.dll to
+    the article's version on that family (and only there)."""
+    fixed = KB4295591_TSPKG[os_name]
+    family = fixed.rsplit(".", 1)[0]
+    row = next(f for f in win.CREDSSP_FIXES if f.tspkg == fixed)
+    for kb in row.kbs:
+        twin = make_twin("windows-server-2016-1607", "OLD")
+        twin.tspkg_version = twin.computer.os_build = family + ".0"
+        assert not win.credssp_patched(twin.tspkg_version)
+        apply_ok(twin, [Op("hotfix.install", {"kb": kb})])
+        assert twin.tspkg_version == fixed and win.credssp_patched(twin.tspkg_version)
+
+
 @pytest.mark.parametrize(
     ("version", "patched"),
     [
-        ("10.0.14393.0", False),
-        ("10.0.14393.2247", False),
-        ("10.0.14393.2248", True),
-        ("10.0.14393.10000", True),  # numeric, not lexical, comparison
-        ("6.3.9600.18998", False),
-        ("6.3.9600.18999", True),
-        ("6.3.9600.19000", True),
-        ("6.1.7601.24116", False),
-        ("6.1.7601.24117", True),
         ("10.0.17133.9999", False),
-        ("10.0.17134.0", True),
+        ("10.0.17134.0", True),  # Windows 10 1803 RTM: the assumed first build with the fix
         ("10.0.17134.1", True),
         ("10.0.17763.1", True),
         ("10.0.20348.2849", True),
@@ -193,5 +236,23 @@ def test_credssp_not_consulted_without_nla_protocol(
         ("10.0.22631.1", True),
     ],
 )
-def test_credssp_patched_version_boundaries(version: str, patched: bool) -> None:
+def test_builds_from_1803_on_are_assumed_patched(version: str, patched: bool) -> None:
+    """ASSUMPTION (windows.CREDSSP_FIRST_FIXED_BUILD): no Microsoft page says 1803 ships
+    the fix; KB 4295591's table ends at 1709 and the CVE-2018-0886 record lists no later
+    release as affected."""
     assert win.credssp_patched(version) is patched
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "6.0.6002.24000",  # Windows Server 2008 SP2: affected, no row
+        "10.0.10240.99999",  # Windows 10 1507: affected, no row
+        "10.0.10586.99999",  # Windows 10 1511: affected, no row
+    ],
+)
+def test_affected_families_without_a_kb4295591_row_are_judged_unpatched(version: str) -> None:
+    """ASSUMPTION: KB 4295591 gives no tspkg.dll version for these families, so even a high
+    revision cannot be shown to carry the fix."""
+    assert win.credssp_fix_for(version) is None
+    assert win.credssp_patched(version) is False
