@@ -1,4 +1,8 @@
-"""One scenario, end to end. The lifecycle is data (STEPS); the runner records evidence.
+"""One scenario, end to end. The lifecycle is data: each step is a function over the
+scenario's run (``ScenarioRun``), registered by name in ``STEP_FUNCS``, and ``STEPS`` is the
+sequence that ``run_scenario`` executes. Other commands compose the same steps in another
+order or subset (``DIAGNOSE``, ``BREAK``, ...), so the lab suite, ``diagnose``, ``fix``,
+exercises and ``serve`` share one path for each piece of work.
 
 reset -> baseline -> break -> gather -> detect -> connect -> fix -> verify (gather, detect,
 connect) -> fix again (must change nothing) -> diff against the baseline.
@@ -8,12 +12,12 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rdplab import catalog as cat
 from rdplab.catalog.base import ROLES, DetectContext, Finding, Fix, Role
-from rdplab.catalog.cert_revocation_unreachable import probe_urls
 from rdplab.connection import ConnectionResult
 from rdplab.errors import RdplabError
 from rdplab.facts import Facts
@@ -21,21 +25,6 @@ from rdplab.lab import Scenario
 from rdplab.network import Network
 from rdplab.ops import BatchResult, Op, render, render_op
 from rdplab.providers.base import LabMachines, Provider
-
-STEPS = (
-    "reset",
-    "baseline",
-    "break",
-    "gather",
-    "detect",
-    "connect",
-    "fix",
-    "verify-gather",
-    "verify-detect",
-    "verify-connect",
-    "fix-again",
-    "diff",
-)
 
 
 @dataclass
@@ -69,6 +58,23 @@ class ScenarioRun:
     calls: dict[str, int] = field(default_factory=dict)
     max_calls_per_machine_phase: int = 0
     seconds: float = 0.0
+    # working state shared by the steps (not evidence: left out of repr and comparisons)
+    provider_obj: Provider | None = field(default=None, repr=False, compare=False)
+    machines: LabMachines | None = field(default=None, repr=False, compare=False)
+    base: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    facts: dict[Role, Facts] = field(default_factory=dict, repr=False, compare=False)
+    facts_after: dict[Role, Facts] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def lab(self) -> LabMachines:
+        """The machines, once the reset step has handed them out."""
+        if self.machines is None:
+            raise RdplabError("no machines: the reset step has not run")
+        return self.machines
+
+    @property
+    def ctx_values(self) -> dict[str, str | int]:
+        return self.scenario.network.context()
 
     @property
     def unexpected_diff(self) -> dict[str, list[tuple[str, Any, Any]]]:
@@ -130,12 +136,38 @@ def _has_children(flat: dict[str, Any], prefix: str) -> bool:
     return any(k.startswith((prefix + "/", prefix + "\\")) for k in flat)
 
 
+def gather_args(role: Role, net: Network, gathered: Mapping[Role, Facts]) -> dict[str, Any]:
+    """What to gather on ``role``: the firewall rules for the port clients dial, plus what
+    each fault declares it needs (``Fault.gather_needs``), given the machines gathered so
+    far."""
+    args: dict[str, Any] = {"ports": [net.port]}
+    for fault in cat.catalog().values():
+        for name, values in fault.gather_needs(role, gathered).items():
+            args[name] = sorted({*args.get(name, ()), *values})
+    return args
+
+
+#: The host is gathered first: the client's probes may depend on the host's facts (the CRL
+#: locations of its certificates).
+GATHER_ORDER: tuple[Role, ...] = ("host", "client")
+
+
+def gather_all(machines: LabMachines, net: Network) -> dict[Role, Facts]:
+    """Each machine's facts, one call per machine."""
+    gathered: dict[Role, Facts] = {}
+    for role in GATHER_ORDER:
+        gathered[role] = machines.backend(role).gather(gather_args(role, net, gathered))
+    return gathered
+
+
 def gather_both(machines: LabMachines, net: Network) -> tuple[Facts, Facts]:
-    """Host first: the client's gather probes the CRL locations of the host's certificates.
-    Both include firewall rules for the port clients dial."""
-    host = machines.host.gather({"ports": [net.port]})
-    client = machines.client.gather({"ports": [net.port], "probe_urls": probe_urls(host.raw)})
-    return client, host
+    """(client, host) facts; see ``gather_all``."""
+    facts = gather_all(machines, net)
+    return facts["client"], facts["host"]
+
+
+def detect(facts: Mapping[Role, Facts], net: Network) -> list[Finding]:
+    return cat.detect_all(DetectContext(facts["client"], facts["host"], net))
 
 
 def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
@@ -153,89 +185,188 @@ def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
     return chosen, withheld
 
 
-def run_scenario(provider: Provider, scenario: Scenario) -> ScenarioRun:
-    """Run every step; a step that raises ends the run with the error recorded."""
-    run = ScenarioRun(scenario, provider.name, provider.runs_on)
-    start = time.perf_counter()
-    step = "reset"
-    try:
-        machines = provider.reset(scenario)
-        run.steps.append(step)
-        calls = machines.calls
-        ctx_values = scenario.network.context()
-
-        step = calls.phase = "baseline"
-        base = {role: machines.backend(role).snapshot() for role in ROLES}
-        run.steps.append(step)
-
-        step = calls.phase = "break"
-        for role in ROLES:
-            ops = [
-                render_op(o, ctx_values)
-                for pf in scenario.faults
-                for o in pf.placement.breaks.get(role, ())
-            ]
-            if ops:
-                run.break_ops[role] = ops
-                result = machines.backend(role).apply(ops)
-                run.break_results[role] = result
-                if result.errors:
-                    raise RdplabError(f"break on {role} failed: {result.errors[0].error}")
-        run.steps.append(step)
-
-        step = calls.phase = "gather"
-        client, host = gather_both(machines, scenario.network)
-        run.steps.append(step)
-        step = "detect"
-        run.findings = cat.detect_all(DetectContext(client, host, scenario.network))
-        run.steps.append(step)
-        step = calls.phase = "connect"
-        run.connection = provider.connect(scenario, machines)
-        run.steps.append(step)
-
-        step = calls.phase = "fix"
-        run.fixes, run.withheld = plan_fixes(scenario)
-        run.fix_results = _apply(machines, run._fix_plan())
-        run.steps.append(step)
-
-        step = calls.phase = "verify-gather"
-        client, host = gather_both(machines, scenario.network)
-        run.steps.append(step)
-        step = "verify-detect"
-        run.findings_after = cat.detect_all(DetectContext(client, host, scenario.network))
-        run.steps.append(step)
-        step = calls.phase = "verify-connect"
-        run.connection_after = provider.connect(scenario, machines)
-        run.steps.append(step)
-
-        step = calls.phase = "fix-again"
-        run.fix_again_results = _apply(machines, run._fix_plan())
-        run.steps.append(step)
-
-        step = calls.phase = "diff"
-        after = {role: machines.backend(role).snapshot() for role in ROLES}
-        run.diff = {role: diff(base[role], after[role]) for role in ROLES}
-        run.allowed = sorted(
-            render(p, ctx_values)
-            for p in {p for pf in scenario.faults for p in pf.placement.leaves}
-            | {p for af in run.fixes for p in af.fix.leaves}
-        )
-        run.steps.append(step)
-        run.calls = calls.to_json()
-        run.max_calls_per_machine_phase = calls.max_per_machine_phase
-    except RdplabError as exc:
-        run.error, run.failed_step = exc.message, step
-    finally:
-        run.seconds = time.perf_counter() - start
-    return run
+def break_plan(scenario: Scenario) -> dict[Role, list[Op]]:
+    """The ops that put the scenario's faults in place, per machine."""
+    ctx = scenario.network.context()
+    plan: dict[Role, list[Op]] = {}
+    for role in ROLES:
+        ops = [
+            render_op(o, ctx) for pf in scenario.faults for o in pf.placement.breaks.get(role, ())
+        ]
+        if ops:
+            plan[role] = ops
+    return plan
 
 
-def _apply(machines: LabMachines, plan: dict[str, list[Op]]) -> dict[str, BatchResult]:
+def apply_plan(
+    machines: LabMachines, plan: Mapping[str, list[Op]], what: str
+) -> dict[str, BatchResult]:
+    """One batch per machine; the first failing batch stops the run (it rolled back)."""
     results: dict[str, BatchResult] = {}
     for role in ROLES:
         if plan.get(role):
-            result = machines.backend(role).apply(plan[role])
+            result = machines.backend(role).apply(list(plan[role]))
             results[role] = result
             if result.errors:
-                raise RdplabError(f"fix on {role} failed: {result.errors[0].error}")
+                raise RdplabError(f"{what} on {role} failed: {result.errors[0].error}")
     return results
+
+
+# -- the steps ------------------------------------------------------------------------------
+
+StepFunc = Callable[["ScenarioRun"], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One lifecycle step. ``phase``: the call-log phase its remote calls count under (None:
+    the step makes no remote call)."""
+
+    name: str
+    func: StepFunc
+    phase: str | None
+
+
+STEP_FUNCS: dict[str, Step] = {}
+
+
+def step(name: str, *, remote: bool = True) -> Callable[[StepFunc], StepFunc]:
+    def register(func: StepFunc) -> StepFunc:
+        STEP_FUNCS[name] = Step(name, func, name if remote else None)
+        return func
+
+    return register
+
+
+@step("reset", remote=False)  # a provider's own work (restore, rebuild), not a batch
+def reset(run: ScenarioRun) -> None:
+    if run.provider_obj is None:
+        raise RdplabError("no provider to reset the lab with")
+    run.machines = run.provider_obj.reset(run.scenario)
+
+
+@step("baseline")
+def baseline(run: ScenarioRun) -> None:
+    run.base = {role: run.lab.backend(role).snapshot() for role in ROLES}
+
+
+@step("break")
+def break_(run: ScenarioRun) -> None:
+    run.break_ops = {role: ops for role, ops in break_plan(run.scenario).items()}
+    run.break_results = apply_plan(run.lab, run.break_ops, "break")
+
+
+@step("gather")
+def gather(run: ScenarioRun) -> None:
+    run.facts = gather_all(run.lab, run.scenario.network)
+
+
+@step("detect", remote=False)
+def detect_step(run: ScenarioRun) -> None:
+    run.findings = detect(run.facts, run.scenario.network)
+
+
+@step("connect")
+def connect(run: ScenarioRun) -> None:
+    assert run.provider_obj is not None
+    run.connection = run.provider_obj.connect(run.scenario, run.lab)
+
+
+@step("fix")
+def fix(run: ScenarioRun) -> None:
+    run.fixes, run.withheld = plan_fixes(run.scenario)
+    run.fix_results = apply_plan(run.lab, run._fix_plan(), "fix")
+
+
+@step("verify-gather")
+def verify_gather(run: ScenarioRun) -> None:
+    run.facts_after = gather_all(run.lab, run.scenario.network)
+
+
+@step("verify-detect", remote=False)
+def verify_detect(run: ScenarioRun) -> None:
+    run.findings_after = detect(run.facts_after, run.scenario.network)
+
+
+@step("verify-connect")
+def verify_connect(run: ScenarioRun) -> None:
+    assert run.provider_obj is not None
+    run.connection_after = run.provider_obj.connect(run.scenario, run.lab)
+
+
+@step("fix-again")
+def fix_again(run: ScenarioRun) -> None:
+    run.fix_again_results = apply_plan(run.lab, run._fix_plan(), "fix")
+
+
+@step("diff")
+def diff_step(run: ScenarioRun) -> None:
+    after = {role: run.lab.backend(role).snapshot() for role in ROLES}
+    run.diff = {role: diff(run.base[role], after[role]) for role in ROLES}
+    ctx = run.ctx_values
+    run.allowed = sorted(
+        render(p, ctx)
+        for p in {p for pf in run.scenario.faults for p in pf.placement.leaves}
+        | {p for af in run.fixes for p in af.fix.leaves}
+    )
+
+
+def steps(*names: str) -> tuple[Step, ...]:
+    """Steps by name, in the order given (an unknown name is a programming error)."""
+    return tuple(STEP_FUNCS[n] for n in names)
+
+
+#: The lab suite: the whole lifecycle. This is what ``run_scenario`` runs.
+STEPS = steps(
+    "reset",
+    "baseline",
+    "break",
+    "gather",
+    "detect",
+    "connect",
+    "fix",
+    "verify-gather",
+    "verify-detect",
+    "verify-connect",
+    "fix-again",
+    "diff",
+)
+#: Put a scenario's faults in place on fresh machines (exercises, serve, ``rdplab break``).
+BREAK = steps("reset", "break")
+#: Read-only: what is wrong and what the user sees (diagnose, exercise check).
+DIAGNOSE = steps("gather", "detect", "connect")
+#: Repair and prove it (``rdplab fix`` after a diagnose).
+REPAIR = steps("fix", "verify-gather", "verify-detect", "verify-connect")
+
+
+def new_run(provider: Provider, scenario: Scenario) -> ScenarioRun:
+    return ScenarioRun(scenario, provider.name, provider.runs_on, provider_obj=provider)
+
+
+def run_steps(run: ScenarioRun, sequence: Iterable[Step]) -> ScenarioRun:
+    """Run each step in order; a step that raises ``RdplabError`` ends the run with the
+    error and the step recorded. Calls are counted per machine and step."""
+    start = time.perf_counter()
+    current = "start"
+    try:
+        for st in sequence:
+            current = st.name
+            if st.phase and run.machines is not None:
+                run.machines.calls.phase = st.phase
+            st.func(run)
+            run.steps.append(st.name)
+    except RdplabError as exc:
+        run.error, run.failed_step = exc.message, current
+    finally:
+        run.seconds += time.perf_counter() - start
+        if run.machines is not None:
+            run.calls = run.machines.calls.to_json()
+            run.max_calls_per_machine_phase = run.machines.calls.max_per_machine_phase
+    return run
+
+
+def run_scenario(
+    provider: Provider, scenario: Scenario, sequence: Iterable[Step] = STEPS
+) -> ScenarioRun:
+    """Run the lifecycle (``STEPS`` by default) for one scenario on the provider's lab."""
+    return run_steps(new_run(provider, scenario), sequence)

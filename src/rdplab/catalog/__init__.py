@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from functools import cache
 from importlib import import_module
 
@@ -36,8 +37,10 @@ def get(fault_id: str) -> Fault:
     try:
         return catalog()[fault_id]
     except KeyError:
+        close = difflib.get_close_matches(fault_id, list(catalog()), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownFaultError(
-            f"unknown fault id {fault_id!r} (known: {', '.join(sorted(catalog()))})"
+            f"unknown fault id {fault_id!r} ({hint}known: {', '.join(sorted(catalog()))})"
         ) from None
 
 

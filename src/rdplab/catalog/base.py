@@ -124,6 +124,14 @@ class DetectContext:
 
 
 Detector = Callable[[DetectContext], list[Finding]]
+#: What a fault needs gathered on a machine beyond the defaults, given the facts of the
+#: machines gathered before it (the gather step gathers the host first): extra gather
+#: arguments by name, e.g. ``{"probe_urls": [...]}`` for the client.
+GatherNeeds = Callable[[Role, Mapping[Role, Facts]], Mapping[str, list[str]]]
+
+
+def no_gather_needs(role: Role, gathered: Mapping[Role, Facts]) -> Mapping[str, list[str]]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,7 @@ class Fault:
     sources: tuple[str, ...]
     baselines: Mapping[Role, str] = field(default_factory=dict)  # needs these machines
     transport: str | None = None  # needs this transport (None: any)
+    gather_needs: GatherNeeds = no_gather_needs  # extra facts its detector reads
 
     @property
     def roles(self) -> tuple[Role, ...]:

@@ -11,6 +11,8 @@ the article describes, and on real Windows it may do nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rdplab import windows as win
 from rdplab.catalog.base import (
     DetectContext,
@@ -18,11 +20,13 @@ from rdplab.catalog.base import (
     Finding,
     Fix,
     Placement,
+    Role,
     Symptom,
     finding,
     op,
     reg_dword,
 )
+from rdplab.facts import Facts
 from rdplab.twin.certs import RD_STORE
 
 ID = "cert-revocation-unreachable"
@@ -41,6 +45,14 @@ def probe_urls(host_facts_raw: dict[str, object]) -> list[str]:
     stores = host_facts_raw.get("certificates") or {}
     assert isinstance(stores, dict)
     return sorted({u for certs in stores.values() for c in certs for u in c.get("cdp", [])})
+
+
+def gather_needs(role: Role, gathered: Mapping[Role, Facts]) -> Mapping[str, list[str]]:
+    """The client probes the CRL locations of the host's certificates (so the host is
+    gathered first), the way its revocation check would fetch them."""
+    if role != "client" or "host" not in gathered:
+        return {}
+    return {"probe_urls": probe_urls(gathered["host"].raw)}
 
 
 def detect(ctx: DetectContext) -> list[Finding]:
@@ -127,6 +139,7 @@ FAULT = Fault(
         ),
     ),
     detect=detect,
+    gather_needs=gather_needs,
     sources=(
         "Seed article: AllowCertRevocationCheck=0 under ...\\Terminal Services\\Client",
         "docs/sources.md s2: the value is not in Microsoft documentation or TerminalServer.admx",

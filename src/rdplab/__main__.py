@@ -1,0 +1,5 @@
+"""``python -m rdplab``: the command line."""
+
+from rdplab.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""The rdplab command line. Each command lives in its own module of this package and
+registers itself on ``app``; a new command is one module plus one line in ``COMMANDS``.
+
+rdplab list [--json]      every fault: id, roles, symptom, fix risk
+rdplab explain FAULT      one fault's whole story, for trainees
+rdplab train FAULT        the fault broken, seen, found, fixed and proven on the sim lab
+rdplab run [--lab-file]   run a lab file's scenarios on the sim provider, with progress
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from rdplab.cli.app import app
+
+COMMANDS = (
+    "listing",
+    "explain",
+    "train",
+    "run",
+)
+
+for _name in COMMANDS:
+    import_module(f"rdplab.cli.{_name}")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["COMMANDS", "app", "main"]
