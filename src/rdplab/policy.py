@@ -19,7 +19,7 @@ Lookup = Callable[[str, str], Any]  # (key, value name) -> data or None
 @dataclass(frozen=True)
 class Effective:
     value: Any
-    source: str  # policy | preference | default
+    source: str  # policy | preference | default | rdp-file default
 
     def describe(self, name: str) -> str:
         return f"{name}={self.value} ({self.source})"
@@ -43,7 +43,14 @@ def deny_ts_connections(lookup: Lookup) -> Effective:
 
 
 def security_layer(lookup: Lookup) -> Effective:
-    return effective(lookup, "SecurityLayer", win.TS_POLICY_KEY, win.RDP_TCP_KEY, 2)
+    # OPEN QUESTION (sources.md s4): no Microsoft page gives the value a current build ships
+    # under RDP-Tcp; the baselines set 2 explicitly. When the value is absent rdplab takes
+    # 1 (Negotiate), the only documented default (unattend reference "SecurityLayer").
+    # Negotiate and SSL behave alike for mstsc's TLS/CredSSP request, so the connection
+    # model does not depend on the choice.
+    return effective(
+        lookup, "SecurityLayer", win.TS_POLICY_KEY, win.RDP_TCP_KEY, win.SECURITY_LAYER_NEGOTIATE
+    )
 
 
 def user_authentication(lookup: Lookup) -> Effective:
@@ -66,8 +73,14 @@ def revocation_check(lookup: Lookup) -> Effective:
 
 
 def server_auth_level(lookup: Lookup) -> Effective:
-    # "Configure server authentication for client": 0 always connect, 1 require server
-    # authentication (do not connect), 2 warn (sources.md s3). Absent: the client warns.
-    return effective(
-        lookup, "AuthenticationLevel", win.TS_POLICY_KEY, None, win.SERVER_AUTH_ATTEMPT
-    )
+    """The client's AuthenticationLevel: 0 always connect, 1 do not connect when the server
+    cannot be authenticated, 2 warn, 3 no requirement specified (sources.md s3).
+
+    The policy "Configure server authentication for client" (TS_SERVER_AUTH) wins when
+    set. When it is not configured, its explanation says the setting in Remote Desktop
+    Connection or the .rdp file decides. rdplab does not read those, so it takes the
+    .rdp property's documented default, 3, and names that source."""
+    pol = lookup(win.TS_POLICY_KEY, "AuthenticationLevel")
+    if pol is not None:
+        return Effective(pol, "policy")
+    return Effective(win.RDP_FILE_AUTHENTICATION_LEVEL_DEFAULT, "rdp-file default")

@@ -47,8 +47,31 @@ WATCHED_SERVICES = ("TermService", "SessionEnv", "UmRdpService", "Dnscache")
 SECURITY_LAYER_RDP, SECURITY_LAYER_NEGOTIATE, SECURITY_LAYER_TLS = 0, 1, 2
 
 # AuthenticationLevel ("Configure server authentication for client"; the RDP client's
-# TS_SERVER_AUTH_* values, sources.md s3)
+# TS_SERVER_AUTH_* values, sources.md s3). 3 exists only in the client's own setting, the
+# .rdp property "authentication level" (0-3): "no authentication requirement specified".
 SERVER_AUTH_NONE, SERVER_AUTH_REQUIRE, SERVER_AUTH_ATTEMPT = 0, 1, 2
+SERVER_AUTH_UNSPECIFIED = 3
+# The .rdp property's documented default ("authentication level", "The default value is 3";
+# Microsoft Learn, Remote Desktop Services .rdp settings / "Supported RDP properties";
+# sources.md s3). Used when no policy sets AuthenticationLevel: rdplab does not read the
+# user's .rdp files or mstsc's saved settings.
+RDP_FILE_AUTHENTICATION_LEVEL_DEFAULT = SERVER_AUTH_UNSPECIFIED
+
+# Where Group Policy writes each policy value rdplab reads or writes, from the shipped
+# ADMX (TerminalServer.admx policy in the comment; CredSsp.admx for the oracle; sources.md
+# s1-s4). A change made "as the policy would" must use this key, nothing else.
+POLICY_LOCATIONS = {
+    "fDenyTSConnections": TS_POLICY_KEY,  # TS_DISABLE_CONNECTIONS
+    "SecurityLayer": TS_POLICY_KEY,  # TS_SECURITY_LAYER_POLICY
+    "UserAuthentication": TS_POLICY_KEY,  # TS_USER_AUTHENTICATION_POLICY
+    "MinEncryptionLevel": TS_POLICY_KEY,  # TS_ENCRYPTION_POLICY
+    "AuthenticationLevel": TS_POLICY_KEY,  # TS_SERVER_AUTH (not the \Client subkey)
+    "fClientDisableUDP": TS_CLIENT_POLICY_KEY,  # TS_CLIENT_TURN_OFF_UDP
+    "EnableHardwareMode": TS_CLIENT_POLICY_KEY,  # TS_CLIENT_DISABLE_HARDWARE_MODE
+    "fUsbRedirectionEnableMode": TS_CLIENT_POLICY_KEY,  # TS_USB_REDIRECTION_DISABLE
+    "AllowCertRevocationCheck": TS_CLIENT_POLICY_KEY,  # no ADMX: the seed article's claim (s2)
+    "AllowEncryptionOracle": CREDSSP_KEY,  # Encryption Oracle Remediation
+}
 
 # AllowEncryptionOracle values (KB 4093492; sources.md s1)
 ORACLE_FORCE_UPDATED, ORACLE_MITIGATED, ORACLE_VULNERABLE = 0, 1, 2

@@ -155,7 +155,7 @@ def test_installing_the_update_on_the_host_resolves_the_mismatch(
 def test_credssp_not_consulted_without_nla_protocol(
     client: Twin, host: Twin, apply_ok: Callable[..., Any], net: Network
 ) -> None:
-    """Standard RDP Security (SecurityLayer 0, client AuthenticationLevel 2: warn) skips
+    """Standard RDP Security (SecurityLayer 0, client AuthenticationLevel not set by policy) skips
     CredSSP."""
     host.tspkg_version = UNPATCHED
     apply_ok(
