@@ -51,6 +51,8 @@ class ConnectionResult:
     peer_certificate: bytes | None = field(default=None, repr=False, compare=False)
     #: the CredSSP version in the server's first TSRequest, read by a live probe
     credssp_version: int | None = None
+    #: the protocol the server's RDP_NEG_RSP selected, read by a live probe
+    selected_protocol: int | None = None
 
     @property
     def evidence(self) -> str:

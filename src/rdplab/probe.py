@@ -24,7 +24,9 @@ import hashlib
 import socket
 import ssl
 import struct
+import threading
 import time
+from typing import Any
 
 from rdplab import credssp_wire
 from rdplab.connection import (
@@ -153,17 +155,18 @@ def probe(
         target = address
     else:
         try:
-            infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
+            target = _resolve(address, port, timeout)
+        except (socket.gaierror, UnicodeError, TimeoutError) as exc:
+            why = f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError) else exc
             return run.failed(
                 "name-resolution",
-                f"{address} does not resolve (resolved from Python on the test runner,"
-                f" not by the client): {exc}",
+                f"{address} does not resolve (resolved from Python on the machine running"
+                f" rdplab, not by the client): {why}",
             )
-        target = str(infos[0][4][0])
         run.passed(
             "name-resolution",
-            f"{address} -> {target} (resolved from Python on the test runner, not by the client)",
+            f"{address} -> {target} (resolved from Python on the machine running rdplab,"
+            " not by the client)",
         )
 
     # TCP
@@ -214,6 +217,7 @@ def probe(
             return run.failed(
                 "x224", f"{where} selected protocol 0x{value:x}, which was not requested"
             )
+        run.result.selected_protocol = value
         run.passed(
             "x224",
             f"{where} RDP_NEG_RSP selectedProtocol=0x{value:x}"
@@ -230,12 +234,12 @@ def probe(
             ctx.verify_mode = ssl.CERT_NONE  # reported, not judged: trust is the client's call
             credssp: int | str | None = None
             try:
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                sock.settimeout(timeout)  # each stage gets the whole timeout
                 with ctx.wrap_socket(sock, server_hostname=server_name) as tls:
                     der = tls.getpeercert(binary_form=True) or b""
                     version = tls.version() or "TLS"
                     if value & (PROTOCOL_HYBRID | PROTOCOL_HYBRID_EX):
-                        credssp = _credssp_version(tls, deadline)
+                        credssp = _credssp_version(tls, time.monotonic() + timeout)
             except TimeoutError:
                 return run.failed("tls", f"TLS handshake with {where} timed out")
             except ssl.SSLError as exc:
@@ -294,19 +298,75 @@ def _credssp_version(tls: ssl.SSLSocket, deadline: float) -> int | str:
         return f"the connection failed during the TSRequest exchange ({exc})"
 
 
-def _describe_cert(der: bytes) -> str:
+def _resolve(address: str, port: int, timeout: float) -> str:
+    """The first address of ``address``, from this machine's resolver, within ``timeout``
+    (getaddrinfo has no timeout of its own: it runs in a daemon thread, left behind when
+    the resolver is silent)."""
+    answer: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(address, port, type=socket.SOCK_STREAM))
+        except Exception as exc:  # handed to the caller below
+            answer.append(exc)
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answer:
+        raise TimeoutError
+    if isinstance(answer[0], Exception):
+        raise answer[0]
+    return str(answer[0][0][4][0])
+
+
+def certificate_info(der: bytes | None) -> dict[str, Any] | None:
+    """The server certificate as reported (not judged): ``sha1`` (upper-case hex of the
+    DER bytes: Windows' thumbprint), ``subject``, ``issuer``, ``not_after`` (ISO 8601,
+    UTC) and ``self_signed`` (issuer is subject and its own key verifies the signature);
+    the fields other than ``sha1`` are None when the certificate does not parse."""
     if not der:
-        return "no server certificate"
-    thumb = hashlib.sha1(der).hexdigest().upper()  # Windows' certificate thumbprint
+        return None
+    info: dict[str, Any] = {
+        "sha1": hashlib.sha1(der).hexdigest().upper(),
+        "subject": None,
+        "issuer": None,
+        "not_after": None,
+        "self_signed": None,
+    }
     try:
         from cryptography import x509
 
         cert = x509.load_der_x509_certificate(der)
-        subject = cert.subject.rfc4514_string() or "(empty subject)"
-        until = cert.not_valid_after_utc.strftime("%Y-%m-%d")
+        info["subject"] = cert.subject.rfc4514_string()
+        info["issuer"] = cert.issuer.rfc4514_string()
+        info["not_after"] = cert.not_valid_after_utc.isoformat()
     except Exception:  # any parse failure: still report the thumbprint
-        return f"certificate {thumb} (unparseable)"
-    return f"certificate {subject}, thumbprint {thumb}, valid until {until}"
+        return info
+    try:
+        cert.verify_directly_issued_by(cert)
+        info["self_signed"] = True
+    except Exception:  # another issuer, or a signature its own key does not verify
+        info["self_signed"] = False
+    return info
 
 
-__all__ = ["DEFAULT_REQUEST", "FAILURE_NAMES", "connection_request", "parse_confirm", "probe"]
+def _describe_cert(der: bytes) -> str:
+    info = certificate_info(der)
+    if info is None:
+        return "no server certificate"
+    if info["subject"] is None:
+        return f"certificate {info['sha1']} (unparseable)"
+    subject = info["subject"] or "(empty subject)"
+    until = str(info["not_after"])[:10]
+    return f"certificate {subject}, thumbprint {info['sha1']}, valid until {until}"
+
+
+__all__ = [
+    "DEFAULT_REQUEST",
+    "FAILURE_NAMES",
+    "certificate_info",
+    "connection_request",
+    "parse_confirm",
+    "probe",
+]

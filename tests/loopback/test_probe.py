@@ -298,7 +298,10 @@ def test_negotiation_and_tls(tmp_path: Path) -> None:
         ("tls", True),
     ]
     where = f"127.0.0.1:{r.port}"
-    assert "resolved from Python on the test runner, not by the client" in result.stages[0].detail
+    assert (
+        "resolved from Python on the machine running rdplab, not by the client"
+        in result.stages[0].detail
+    )
     assert result.stages[2].detail == (
         f"{where} RDP_NEG_RSP selectedProtocol=0x2 PROTOCOL_HYBRID (CredSSP)"
     )
@@ -448,7 +451,7 @@ def test_name_does_not_resolve() -> None:
     result = probe("no-such-host.invalid", 3389)
     assert result.failed_stage == "name-resolution"
     assert result.evidence.startswith(
-        "no-such-host.invalid does not resolve (resolved from Python on the test runner"
+        "no-such-host.invalid does not resolve (resolved from Python on the machine running rdplab"
     )
 
 

@@ -5,6 +5,7 @@ rdplab list [--json]      every fault: id, roles, symptom, fix risk
 rdplab explain FAULT      one fault's whole story, for trainees
 rdplab train FAULT        the fault broken, seen, found, fixed and proven on the sim lab
 rdplab run [--lab-file]   run a lab file's scenarios on the sim provider, with progress
+rdplab probe HOST[:PORT]  walk an RDP connection from here: TCP, X.224, TLS, CredSSP version
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ COMMANDS = (
     "explain",
     "train",
     "run",
+    "probe",
 )
 
 for _name in COMMANDS:
