@@ -65,6 +65,14 @@ def ts_request(version: int = CLIENT_VERSION, token: bytes | None = None) -> byt
     return _der(0x30, _der(0xA0, _integer(version)) + _der(0xA1, nego_data))
 
 
+def ts_error(version: int, error_code: int) -> bytes:
+    """TSRequest { version [0] INTEGER, errorCode [4] INTEGER }: a server's refusal (an
+    NTSTATUS, [MS-CSSP] 2.2.1, version 3 and later), as the 32-bit value's two's complement."""
+    signed = error_code - (1 << 32) if error_code >= 1 << 31 else error_code
+    code = _der(0x02, signed.to_bytes(4, "big", signed=True))
+    return _der(0x30, _der(0xA0, _integer(version)) + _der(0xA4, code))
+
+
 def _read_tlv(data: bytes, at: int) -> tuple[int, int, int]:
     """(tag, start of content, end of content) of the element at ``at``."""
     if at + 2 > len(data):

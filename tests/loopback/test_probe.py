@@ -1,28 +1,22 @@
-"""The live RDP probe against a loopback X.224/TLS responder.
+"""The live RDP probe against rdplab's own RDP listener (``rdplab.serve.RDPServer``).
 
-``RDPResponder`` is a real TCP server on 127.0.0.1 that reads the client's X.224
-Connection Request (TPKT framing, RDP_NEG_REQ) and answers as a Windows RDP listener
-would: an X.224 Connection Confirm with RDP_NEG_RSP (then a real TLS handshake with a
-self-signed certificate made by ``cryptography``), or RDP_NEG_FAILURE with a code, or
-the misbehaviours the probe must name: garbage, silence, a closed socket. It is also the
-"host RDP port" of the inventory provider's end-to-end run (test_provider_inventory.py).
+The server is a real TCP listener on 127.0.0.1 that reads the client's X.224 Connection
+Request and answers as a Windows RDP listener would (RDP_NEG_RSP, a real TLS handshake,
+the first CredSSP round) or plays a failure the probe must name: RDP_NEG_FAILURE with a
+code, garbage, silence, a closed socket, a TLS handshake that is not TLS. It is also the
+host's RDP port in the inventory provider's end-to-end run (test_provider_inventory.py)
+and what ``rdplab serve`` runs.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import socket
-import ssl
 import struct
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
 
 import pytest
 
-from rdplab import credssp_wire
 from rdplab.catalog.base import SOCKET_CLOSED
 from rdplab.connection import (
     HYBRID_REQUIRED_BY_SERVER,
@@ -33,232 +27,17 @@ from rdplab.connection import (
     SSL_REQUIRED_BY_SERVER,
 )
 from rdplab.probe import connection_request, parse_confirm, probe
+from rdplab.serve import Behaviour, Mode, RDPServer, confirm, serving
 
 pytestmark = pytest.mark.winrm_loopback  # the loopback network suite (no sshd needed)
 
-
-def make_cert(
-    directory: Path, common_name: str = "HOST", cdp: tuple[str, ...] = ()
-) -> tuple[Path, Path, str]:
-    """A self-signed server certificate like the one TermService makes, or, with ``cdp``,
-    one carrying those CRL Distribution Points as a CA-issued one would; (cert, key, SHA-1)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=180))
-    )
-    if cdp:
-        points = [
-            x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None)
-            for u in cdp
-        ]
-        builder = builder.add_extension(x509.CRLDistributionPoints(points), critical=False)
-    cert = builder.sign(key, hashes.SHA256())
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "rdp.pem", directory / "rdp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path, cert.fingerprint(hashes.SHA1()).hex().upper()
-
-
-class RDPResponder:
-    """An RDP listener on 127.0.0.1. ``mode``: ``negotiate`` (RDP_NEG_RSP picking CredSSP
-    when asked, else TLS; then TLS), ``failure`` (RDP_NEG_FAILURE ``code``), ``legacy``
-    (a Connection Confirm without negotiation data), ``garbage`` (an HTTP answer),
-    ``silent`` (reads, never answers), ``close`` (closes after reading), ``no-tls``
-    (selects TLS, then sends plain bytes instead of a ServerHello). ``set_listener`` and
-    ``follow`` (a host twin's listener) also make it refuse or drop connections."""
-
-    def __init__(self, directory: Path, mode: str = "negotiate", code: int = 0) -> None:
-        self.mode = mode
-        self.code = code
-        self.directory = directory
-        self.cdp: tuple[str, ...] = ()
-        #: the CredSSP version answered to a TSRequest (0: close instead, as a non-CredSSP
-        #: server would); the versions the clients announced
-        self.credssp_version = 6
-        self.ts_requests: list[int] = []
-        self.cert, self.key, self.thumbprint = make_cert(directory)
-        self.requests: list[bytes] = []
-        self.handshakes = 0
-        self.handshake_done = threading.Event()
-        self.listener = "open"
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._filler: socket.socket | None = None
-        self._sock: socket.socket | None = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._sock.getsockname()[1])
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> RDPResponder:
-        self._accept()
-        return self
-
-    def _accept(self) -> None:
-        self._thread = threading.Thread(target=self._serve, args=(self._sock,), daemon=True)
-        self._thread.start()
-
-    def _close_listener(self) -> None:
-        sock, self._sock = self._sock, None
-        for s in (sock, self._filler):
-            if s is not None:
-                with suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-        self._filler = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def set_listener(self, state: str) -> None:
-        """``open`` (accepts and answers), ``closed`` (nothing listens: refused) or
-        ``drop`` (a full accept queue: further SYNs are dropped, the connect times out)."""
-        if state == self.listener:
-            return
-        self._close_listener()
-        self.listener = state
-        if state == "closed":
-            return
-        self._sock = socket.create_server(("127.0.0.1", self.port), backlog=0)
-        if state == "open":
-            self._accept()
-        else:
-            self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-
-    def follow(self, twin: Any, port: int, program: str | None = None) -> None:
-        """Behave like the RDP listener of ``twin`` (a host twin) on ``port``: refused when
-        nothing listens there, dropped by its inbound firewall, SSL_NOT_ALLOWED_BY_SERVER
-        when its security layer is Standard RDP Security, a broken TLS handshake when it has
-        no usable certificate, else negotiation and TLS."""
-        from rdplab import policy
-        from rdplab import windows as win
-
-        if port not in twin.listening():
-            self.set_listener("closed")
-            return
-        if not twin.firewall.evaluate("In", "TCP", port, program or win.TS_PROGRAM).allowed:
-            self.set_listener("drop")
-            return
-        self.set_listener("open")
-        if int(policy.security_layer(twin.lookup).value) == win.SECURITY_LAYER_RDP:
-            self.mode, self.code = "failure", SSL_NOT_ALLOWED_BY_SERVER
-        elif twin.tls_certificate()[0] is None:
-            self.mode = "no-tls"
-        else:
-            self.mode = "negotiate"
-            # a host without the 2018 CredSSP update answers an older TSRequest version
-            # (any below 5; 3 here)
-            self.credssp_version = 6 if win.credssp_patched(twin.tspkg_version) else 3
-            # present the twin certificate's CRL locations (the twin keeps no private key
-            # to serve the certificate itself), so the client-side revocation check has
-            # the same URLs to fetch as against the real host
-            cdp = tuple(twin.tls_certificate()[0].get("cdp") or ())
-            if cdp != self.cdp:
-                self.cdp = cdp
-                self.cert, self.key, self.thumbprint = make_cert(self.directory, cdp=cdp)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._close_listener()
-        for c in self._conns:
-            with suppress(OSError):
-                c.close()
-
-    def _serve(self, sock: socket.socket | None) -> None:
-        while sock is not None and not self._stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def requested(self) -> int:
-        """requestedProtocols of the last Connection Request."""
-        return int(struct.unpack("<I", self.requests[-1][-4:])[0])
-
-    def _handle(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(10)
-            head = conn.recv(4)
-            (length,) = struct.unpack(">H", head[2:4])
-            body = b""
-            while len(body) < length - 4:
-                body += conn.recv(length - 4 - len(body))
-            self.requests.append(head + body)
-            requested = struct.unpack("<I", body[-4:])[0]
-            if self.mode == "silent":
-                self._stop.wait(30)
-                return
-            if self.mode == "close":
-                return
-            if self.mode == "garbage":
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                return
-            if self.mode == "legacy":
-                conn.sendall(_confirm(b""))
-                return
-            if self.mode == "failure":
-                conn.sendall(_confirm(struct.pack("<BBHI", 3, 0, 8, self.code)))
-                return
-            selected = PROTOCOL_HYBRID if requested & PROTOCOL_HYBRID else PROTOCOL_SSL
-            conn.sendall(_confirm(struct.pack("<BBHI", 2, 0, 8, selected)))
-            if self.mode == "no-tls":
-                conn.sendall(b"\x03\x00\x00\x0bnot tls at all")
-                return
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(self.cert, self.key)
-            with ctx.wrap_socket(conn, server_side=True) as tls:
-                self.handshakes += 1
-                self.handshake_done.set()
-                tls.settimeout(2)
-                with suppress(OSError, credssp_wire.WireError):
-                    first = tls.recv(4096)  # a TSRequest, or the client hangs up
-                    if first and selected & PROTOCOL_HYBRID and self.credssp_version:
-                        self.ts_requests.append(credssp_wire.ts_request_version(first))
-                        challenge = b"NTLMSSP\x00\x02\x00\x00\x00" + b"\x00" * 40
-                        tls.sendall(credssp_wire.ts_request(self.credssp_version, challenge))
-                        tls.recv(1)
-        except (OSError, struct.error):
-            pass
-        finally:
-            with suppress(OSError):
-                conn.close()
-
-
-def _confirm(neg: bytes) -> bytes:
-    x224 = bytes([6 + len(neg), 0xD0]) + b"\x00\x00" + b"\x12\x34" + b"\x00"
-    body = x224 + neg
-    return struct.pack(">BBH", 3, 0, 4 + len(body)) + body
+_confirm = confirm
 
 
 @contextmanager
-def rdp_responder(
-    directory: Path, mode: str = "negotiate", code: int = 0
-) -> Iterator[RDPResponder]:
-    r = RDPResponder(directory, mode, code).start()
-    try:
-        yield r
-    finally:
-        r.stop()
+def rdp_responder(mode: Mode = "negotiate", code: int = 0, **kw: int) -> Iterator[RDPServer]:
+    with serving(behaviour=Behaviour(mode, code=code, **kw)) as server:  # type: ignore[arg-type]
+        yield server
 
 
 def free_port() -> int:
@@ -285,8 +64,8 @@ def test_parse_confirm() -> None:
 
 
 # -- live -----------------------------------------------------------------------------------------
-def test_negotiation_and_tls(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
+def test_negotiation_and_tls() -> None:
+    with rdp_responder() as r:
         result = probe("127.0.0.1", r.port, timeout=5)
         assert r.requested() == PROTOCOL_SSL | PROTOCOL_HYBRID
         assert r.handshake_done.wait(5) and r.handshakes == 1
@@ -314,13 +93,10 @@ def test_negotiation_and_tls(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("server_version", "patched"), [(6, True), (5, True), (3, False)])
-def test_credssp_version_is_read_without_credentials(
-    tmp_path: Path, server_version: int, patched: bool
-) -> None:
+def test_credssp_version_is_read_without_credentials(server_version: int, patched: bool) -> None:
     """With CredSSP selected, the probe sends the first TSRequest (an NTLM negotiate that
     names nobody) and reads the server's CredSSP version from its answer."""
-    with rdp_responder(tmp_path) as r:
-        r.credssp_version = server_version
+    with rdp_responder(credssp_version=server_version) as r:
         result = probe("127.0.0.1", r.port, timeout=5)
     assert result.ok, result.to_json()
     assert r.ts_requests == [6]
@@ -334,16 +110,15 @@ def test_credssp_version_is_read_without_credentials(
     assert "credssp" in result.not_probed  # authentication itself needs credentials
 
 
-def test_credssp_silence_is_noted_not_failed(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
-        r.credssp_version = 0  # hangs up after reading the TSRequest
+def test_credssp_silence_is_noted_not_failed() -> None:
+    with rdp_responder(credssp_version=0) as r:  # hangs up after reading the TSRequest
         result = probe("127.0.0.1", r.port, timeout=2)
     assert result.ok and result.credssp_version is None
     assert any(n.startswith("credssp: no version from") for n in result.notes), result.notes
 
 
-def test_tls_only_request(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
+def test_tls_only_request() -> None:
+    with rdp_responder() as r:
         result = probe("127.0.0.1", r.port, requested=PROTOCOL_SSL)
         assert r.requested() == PROTOCOL_SSL
     assert result.ok
@@ -351,8 +126,8 @@ def test_tls_only_request(tmp_path: Path) -> None:
     assert set(result.not_probed) == {"licensing"}  # no CredSSP when TLS alone was chosen
 
 
-def test_client_resolution_evidence_is_used(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
+def test_client_resolution_evidence_is_used() -> None:
+    with rdp_responder() as r:
         result = probe("127.0.0.1", r.port, resolution="host.rdplab.test -> 127.0.0.1 (hosts)")
     assert result.stages[0].detail == "host.rdplab.test -> 127.0.0.1 (hosts)"
 
@@ -367,8 +142,8 @@ def test_client_resolution_evidence_is_used(tmp_path: Path) -> None:
         (0x99, "unknown failure code"),
     ],
 )
-def test_negotiation_failure(tmp_path: Path, code: int, name: str) -> None:
-    with rdp_responder(tmp_path, "failure", code) as r:
+def test_negotiation_failure(code: int, name: str) -> None:
+    with rdp_responder("failure", code) as r:
         result = probe("127.0.0.1", r.port)
     assert not result.ok
     assert result.failed_stage == "x224"
@@ -380,8 +155,8 @@ def test_negotiation_failure(tmp_path: Path, code: int, name: str) -> None:
     assert result.not_probed == {}
 
 
-def test_legacy_server_selects_standard_rdp_security(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "legacy") as r:
+def test_legacy_server_selects_standard_rdp_security() -> None:
+    with rdp_responder("legacy") as r:
         result = probe("127.0.0.1", r.port)
     assert result.ok
     assert [s.name for s in result.stages] == ["name-resolution", "tcp", "x224"]
@@ -413,15 +188,15 @@ def test_tcp_timeout() -> None:
     assert result.evidence == f"SYN to 127.0.0.1:{port} timed out after 0.5s"
 
 
-def test_no_answer_times_out(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "silent") as r:
+def test_no_answer_times_out() -> None:
+    with rdp_responder("silent") as r:
         result = probe("127.0.0.1", r.port, timeout=0.5)
     assert (result.ok, result.failed_stage) == (False, "x224")
     assert result.evidence == f"127.0.0.1:{r.port} sent no X.224 Connection Confirm within 0.5s"
 
 
-def test_garbage_answer(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "garbage") as r:
+def test_garbage_answer() -> None:
+    with rdp_responder("garbage") as r:
         result = probe("127.0.0.1", r.port)
     assert (result.ok, result.failed_stage) == (False, "x224")
     assert result.evidence == (
@@ -430,8 +205,8 @@ def test_garbage_answer(tmp_path: Path) -> None:
     )
 
 
-def test_closed_without_answer(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "close") as r:
+def test_closed_without_answer() -> None:
+    with rdp_responder("close") as r:
         result = probe("127.0.0.1", r.port)
     assert result.failed_stage == "x224"
     assert result.evidence == (
@@ -439,8 +214,8 @@ def test_closed_without_answer(tmp_path: Path) -> None:
     )
 
 
-def test_tls_handshake_failure(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "no-tls") as r:
+def test_tls_handshake_failure() -> None:
+    with rdp_responder("no-tls") as r:
         result = probe("127.0.0.1", r.port)
     assert (result.ok, result.failed_stage) == (False, "tls")
     assert result.evidence.startswith(f"TLS handshake with 127.0.0.1:{r.port} failed")
@@ -455,16 +230,16 @@ def test_name_does_not_resolve() -> None:
     )
 
 
-def test_tcp_only_reports_the_rest_as_not_probed(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "silent") as r:
+def test_tcp_only_reports_the_rest_as_not_probed() -> None:
+    with rdp_responder("silent") as r:
         result = probe("127.0.0.1", r.port, tcp_only="WebSocket")
     assert result.ok
     assert [s.name for s in result.stages] == ["name-resolution", "tcp"]
     assert result.not_probed == dict.fromkeys(("x224", "tls", "credssp", "licensing"), "WebSocket")
 
 
-def test_listener_refuses_and_drops_then_opens_again(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
+def test_listener_refuses_and_drops_then_opens_again() -> None:
+    with rdp_responder() as r:
         r.set_listener("closed")
         assert probe("127.0.0.1", r.port).evidence.startswith("connection to 127.0.0.1:")
         r.set_listener("drop")

@@ -29,8 +29,8 @@ from rdplab.ops import render_op
 from rdplab.providers import get_provider
 from rdplab.providers.inventory import InventoryProvider, load_inventory
 from rdplab.scenario import run_scenario
+from rdplab.serve import RDPServer, serving
 
-from .test_probe import RDPResponder, rdp_responder
 from .wsman_responder import Responder, responder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def wire(twin: Any, net: Network) -> None:
 class WinRMLab:
     client: Responder
     host: Responder
-    rdp: RDPResponder
+    rdp: RDPServer
     inventory: Path
 
     def responders(self) -> dict[str, Responder]:
@@ -91,8 +91,8 @@ def make_winrm_lab(
     with (
         responder(baseline="windows-11", computer_name="CLIENT") as client,
         responder(baseline=host_baseline, computer_name="HOST") as host,
-        rdp_responder(tmp_path / "rdp") as rdp,
-        rdp_responder(tmp_path / "ws") as ws,
+        serving() as rdp,
+        serving() as ws,
     ):
         wire(client.twin, net)
         wire(host.twin, net)
@@ -116,12 +116,10 @@ def make_winrm_lab(
         yield WinRMLab(client, host, rdp, inventory)
 
 
-def follow_host(
-    host: Responder, rdp: RDPResponder, net: Network, ws: RDPResponder | None = None
-) -> None:
+def follow_host(host: Responder, rdp: RDPServer, net: Network, ws: RDPServer | None = None) -> None:
     """The RDP responder plays the host twin's listener (and ``ws`` its WebSocket
     listener): after every command the host runs, it refuses, drops or answers as the
-    twin's state says (test_probe.py)."""
+    twin's state says (rdplab.serve)."""
     original = host.execute
 
     def follow() -> None:
@@ -674,7 +672,7 @@ def test_host_over_ssh_client_over_winrm(
     with (
         responder(baseline="windows-11", computer_name="CLIENT") as client,
         ssh_server(tmp_path / "sshd") as host,
-        rdp_responder(tmp_path / "rdp") as rdp,
+        serving() as rdp,
     ):
         wire(client.twin, net)
         twin = build_twin("windows-server-2022", "HOST")

@@ -43,6 +43,21 @@ def _next_key() -> rsa.RSAPrivateKey:
     return _pooled_key(next(_slots) % _POOL_SIZE)
 
 
+def machine_key(cert: x509.Certificate) -> rsa.RSAPrivateKey | None:
+    """The private key behind a twin certificate, when this process made it: every twin key
+    comes from the pool (what the twin's MachineKeys file stands for). None otherwise (a
+    twin built in another process)."""
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        return None
+    numbers = public.public_numbers()
+    for slot in range(_POOL_SIZE):
+        key = _pooled_key(slot)
+        if key.public_key().public_numbers() == numbers:
+            return key
+    return None
+
+
 def thumbprint(cert: x509.Certificate) -> str:
     return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
 
