@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,8 +57,8 @@ def rdplab_probe(*args: str) -> tuple[int, dict[str, Any], str]:
     return proc.returncode, doc, proc.stderr
 
 
-def test_negotiation_tls_and_credssp_version(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
+def test_negotiation_tls_and_credssp_version() -> None:
+    with rdp_responder() as r:
         rc, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}")
         assert r.requested() == PROTOCOL_SSL | PROTOCOL_HYBRID  # as mstsc: TLS and CredSSP
         assert r.ts_requests == [6]  # the first TSRequest: a version, no credentials
@@ -82,8 +81,8 @@ def test_negotiation_tls_and_credssp_version(tmp_path: Path) -> None:
     assert set(doc["not_probed"]) == {"credssp", "licensing"}
 
 
-def test_tls_only_and_server_name(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
+def test_tls_only_and_server_name() -> None:
+    with rdp_responder() as r:
         rc, doc, _ = rdplab_probe(
             f"127.0.0.1:{r.port}", "--protocols", "tls", "--server-name", "host.rdplab.test"
         )
@@ -92,16 +91,15 @@ def test_tls_only_and_server_name(tmp_path: Path) -> None:
     assert doc["credssp_version"] is None and "credssp" not in doc["not_probed"]
 
 
-def test_unpatched_credssp_version(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path) as r:
-        r.credssp_version = 3
+def test_unpatched_credssp_version() -> None:
+    with rdp_responder(credssp_version=3) as r:
         rc, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}")
     assert rc == 0 and doc["credssp_version"] == 3
     assert any("without the 2018 CredSSP update" in n for n in doc["notes"])
 
 
-def test_legacy_server_selects_standard_rdp_security(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "legacy") as r:
+def test_legacy_server_selects_standard_rdp_security() -> None:
+    with rdp_responder("legacy") as r:
         rc, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}")
     assert rc == 0 and doc["selected_protocol"] == "PROTOCOL_RDP"
     assert doc["certificate"] is None and [s["name"] for s in doc["stages"]][-1] == "x224"
@@ -116,8 +114,8 @@ def test_legacy_server_selects_standard_rdp_security(tmp_path: Path) -> None:
         (HYBRID_REQUIRED_BY_SERVER, "HYBRID_REQUIRED_BY_SERVER"),
     ],
 )
-def test_negotiation_failure(tmp_path: Path, code: int, name: str) -> None:
-    with rdp_responder(tmp_path, "failure", code) as r:
+def test_negotiation_failure(code: int, name: str) -> None:
+    with rdp_responder("failure", code) as r:
         rc, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}")
     assert rc == 1
     assert doc["ok"] is False and doc["failed_stage"] == "x224"
@@ -132,18 +130,19 @@ def test_negotiation_failure(tmp_path: Path, code: int, name: str) -> None:
         ("garbage", "x224", "answered something that is not an X.224 Connection Confirm"),
         ("close", "x224", "closed the connection instead of an X.224 Connection Confirm"),
         ("no-tls", "tls", "TLS handshake with 127.0.0.1:"),
+        ("tls-reset", "tls", "TLS handshake with 127.0.0.1:"),
     ],
 )
-def test_misbehaving_server(tmp_path: Path, mode: str, stage: str, error: str) -> None:
-    with rdp_responder(tmp_path, mode) as r:
+def test_misbehaving_server(mode: str, stage: str, error: str) -> None:
+    with rdp_responder(mode) as r:
         rc, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}")
     assert rc == 1 and doc["failed_stage"] == stage
     assert error in doc["error"]
     assert doc["failure_code"] is None
 
 
-def test_silent_server_costs_at_most_the_timeout(tmp_path: Path) -> None:
-    with rdp_responder(tmp_path, "silent") as r:
+def test_silent_server_costs_at_most_the_timeout() -> None:
+    with rdp_responder("silent") as r:
         start = time.monotonic()
         rc, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}", "--timeout", "0.5")
         took = time.monotonic() - start
@@ -153,8 +152,8 @@ def test_silent_server_costs_at_most_the_timeout(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("listener", "error"), [("closed", "refused"), ("drop", "timed out")])
-def test_listener_refuses_or_drops(tmp_path: Path, listener: str, error: str) -> None:
-    with rdp_responder(tmp_path) as r:
+def test_listener_refuses_or_drops(listener: str, error: str) -> None:
+    with rdp_responder() as r:
         r.set_listener(listener)
         rc, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}", "--timeout", "0.5")
     assert rc == 1 and doc["failed_stage"] == "tcp" and error in doc["error"]
@@ -168,11 +167,11 @@ def test_name_does_not_resolve() -> None:
     assert doc["error"].startswith("no-such-host.invalid does not resolve")
 
 
-def test_the_command_is_the_providers_probe(tmp_path: Path) -> None:
+def test_the_command_is_the_providers_probe() -> None:
     """One code path: the command's answer is what ``rdplab.probe.probe`` (the real
     providers' connect step) returns for the same listener, field for field."""
     for mode, code in [("negotiate", 0), ("failure", SSL_NOT_ALLOWED_BY_SERVER), ("garbage", 0)]:
-        with rdp_responder(tmp_path / mode, mode, code) as r:
+        with rdp_responder(mode, code) as r:
             _, doc, _ = rdplab_probe(f"127.0.0.1:{r.port}")
             direct = probe_json(f"127.0.0.1:{r.port}", probe("127.0.0.1", r.port))
         assert doc == direct, mode
