@@ -9,6 +9,7 @@ snippets, each of which must be flagged, and on a snippet of look-alikes that mu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import tree_sitter_powershell
 from rdplab import mslicensing
 from rdplab import windows as win
 from rdplab.agent import AGENT_DIR, BACKUP_DIR
+from rdplab.agent.assemble import BY_NAME, PARTS, Part, closure
 from rdplab.baselines import build_twin
 from rdplab.ops import REG_TYPES, VOCABULARY
 from rdplab.twin.firewall import MATCH_KEYS, RULE_FIELDS
@@ -388,6 +390,139 @@ def test_checker_passes_windows_powershell_51_lookalikes() -> None:
     assert not found, [str(f) for f in found]
 
 
+# -- cmdlets and parameters Windows PowerShell 5.1 has ----------------------------------------
+PS51_DATA = REPO / "fixtures" / "ps51-cmdlets.json"  # copy of /work/shared/data/ps51-cmdlets.json
+# Common parameters (not listed per cmdlet) and their aliases.
+COMMON_PARAMETERS = [
+    *("Verbose", "Debug", "ErrorAction", "WarningAction", "InformationAction", "ErrorVariable"),
+    *("WarningVariable", "InformationVariable", "OutVariable", "OutBuffer", "PipelineVariable"),
+    *("WhatIf", "Confirm"),
+]
+COMMON_ALIASES = {"vb", "db", "ea", "wa", "infa", "ev", "wv", "iv", "ov", "ob", "pv", "wi", "cf"}
+# Aliases of cmdlets that the repository's scripts use.
+CMDLET_ALIASES = {"%": "foreach-object", "?": "where-object", "foreach": "foreach-object"}
+
+
+@cache
+def ps51_cmdlets() -> dict[str, list[str]]:
+    """lower-case cmdlet name -> its documented parameters (Windows PowerShell 5.1 and the
+    Windows Server 2016 modules; /work/shared/data/README.md describes the file)."""
+    data = json.loads(PS51_DATA.read_text(encoding="utf-8"))
+    return {name: list(body["parameters"]) for name, body in data.items()}
+
+
+def defined_functions(source: bytes) -> set[str]:
+    """Lower-case names of the functions a script defines."""
+    return {
+        text(next(c for c in n.children if c.type == "function_name")).lower()
+        for n in walk(parse(source).root_node)
+        if n.type == "function_statement"
+    }
+
+
+def ps51_call_problems(source: bytes, defined: set[str]) -> list[str]:
+    """line:col for every command that is neither a 5.1 cmdlet nor in ``defined`` (lower-case
+    function names), and every cmdlet parameter that is no prefix of a documented one."""
+    cmdlets = ps51_cmdlets()
+    out: list[str] = []
+    for node in walk(parse(source).root_node):
+        if node.type != "command":
+            continue
+        name_node = node.child_by_field_name("command_name") or next(
+            (c for c in node.children if c.type == "command_name"), None
+        )
+        if name_node is None or text(name_node).startswith(("$", "(")):
+            continue  # & $script:OpTable[...]: a function named by a table (checked elsewhere)
+        name = text(name_node)
+        key = CMDLET_ALIASES.get(name.lower(), name.lower())
+        row, col = name_node.start_point
+        where = f"{row + 1}:{col + 1}"
+        if key in defined or key.endswith(".exe"):
+            continue
+        if key not in cmdlets:
+            out.append(f"{where}: {name} is not a Windows PowerShell 5.1 cmdlet nor defined here")
+            continue
+        known = [p.lower() for p in cmdlets[key] + COMMON_PARAMETERS]
+        for e in node.children:
+            if e.type != "command_elements":
+                continue
+            for c in e.children:
+                if c.type != "command_parameter":
+                    continue
+                param = text(c).split(":", 1)[0].lstrip("-").lower()
+                if param in COMMON_ALIASES or any(k.startswith(param) for k in known):
+                    continue
+                r, k = c.start_point
+                out.append(f"{r + 1}:{k + 1}: {name} has no parameter -{param}")
+    return out
+
+
+def agent_part_functions(part: Part) -> set[str]:
+    """What a part may call: the functions of the part and of the parts it requires."""
+    out: set[str] = set()
+    for p in closure([part.name]):
+        out |= defined_functions(p.source().encode())
+    return out
+
+
+def functions_allowed(path: Path) -> set[str]:
+    """Functions a script may call: its own, or for an agent part those of its closure."""
+    rel = path.relative_to(REPO).as_posix()
+    for part in PARTS:
+        if part.path == rel:
+            return agent_part_functions(part)
+    return defined_functions(path.read_bytes())
+
+
+@pytest.mark.parametrize("path", PS1_FILES, ids=[str(p.relative_to(REPO)) for p in PS1_FILES])
+def test_ps1_calls_only_ps51_cmdlets_and_parameters(path: Path) -> None:
+    problems = ps51_call_problems(path.read_bytes(), functions_allowed(path))
+    rel = path.relative_to(REPO)
+    assert not problems, f"{rel}:\n" + "\n".join(f"{rel}:{p}" for p in problems)
+
+
+def test_ps51_check_flags_unknown_cmdlets_parameters_and_missing_functions() -> None:
+    source = (
+        b"function Get-Mine { param($a) }\n"
+        b"Get-Mine -a 1\n"
+        b"Get-NetFirewallRule -PolicyStore ActiveStore -ErrorAction Stop\n"
+        b"$x = ConvertFrom-Json -InputObject '{}' -AsHashtable\n"
+        b"Test-Json -Json '{}'\n"
+        b"Get-Item x -ea SilentlyContinue | % { $_ } | ? { $_ }\n"
+        b"Get-Theirs\n"
+    )
+    found = ps51_call_problems(source, defined_functions(source))
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "ConvertFrom-Json has no parameter -ashashtable",
+        "Test-Json is not a Windows PowerShell 5.1 cmdlet nor defined here",
+        "Get-Theirs is not a Windows PowerShell 5.1 cmdlet nor defined here",
+    ]
+
+
+def test_the_ps51_check_covers_every_agent_part() -> None:
+    checked = {p.relative_to(REPO).as_posix() for p in PS1_FILES}
+    assert {p.path for p in PARTS} <= checked
+
+
+@pytest.mark.parametrize("part", PARTS, ids=[p.name for p in PARTS])
+def test_each_part_calls_only_what_it_requires(part: Part) -> None:
+    """A part's function calls resolve in the part or the parts it requires, so every subset
+    ``parts_for_ops`` returns is complete; a requirement nothing uses is reported too."""
+    mine = defined_functions(part.source().encode())
+    calls = {
+        text(n.child_by_field_name("command_name") or n.children[0]).lower()
+        for n in walk(parse(part.source().encode()).root_node)
+        if n.type == "command"
+    }
+    everything = set().union(*(defined_functions(p.source().encode()) for p in PARTS))
+    needed = (calls & everything) - mine
+    allowed = agent_part_functions(part) - mine
+    assert needed - allowed == set(), f"{part.path} calls functions of parts it does not require"
+    for req in part.requires:
+        theirs = defined_functions(BY_NAME[req].source().encode())
+        assert needed & theirs, f"{part.path} requires {req} but calls nothing of it"
+
+
 # -- agent.ps1 against the Python side -----------------------------------------------------------
 @cache
 def agent_text() -> str:
@@ -407,14 +542,15 @@ def agent_functions() -> dict[str, tuple[int, int]]:
 
 
 def op_table() -> dict[str, tuple[str, str]]:
-    """The agent's dispatch table: op name -> (function, argument spec)."""
-    block = re.search(r"# BEGIN OP TABLE\n(.*?)\n# END OP TABLE", agent_text(), re.S)
-    assert block, "agent.ps1 has no '# BEGIN OP TABLE' ... '# END OP TABLE' block"
+    """The agent's dispatch table: op name -> (function, argument spec), from every part's
+    ``# BEGIN OP TABLE`` ... ``# END OP TABLE`` block."""
+    blocks = re.findall(r"^# BEGIN OP TABLE\n(.*?)^# END OP TABLE$", agent_text(), re.M | re.S)
+    assert blocks, "agent.ps1 has no '# BEGIN OP TABLE' ... '# END OP TABLE' block"
     entry = re.compile(
-        r"^\s*'([a-z.]+)'\s*=\s*@\{\s*Fn\s*=\s*'([A-Za-z-]+)';\s*Args\s*=\s*'([^']*)'\s*\}$"
+        r"^\$script:OpTable\['([a-z.]+)'\] = @\{ Fn = '([A-Za-z-]+)'; Args = '([^']*)' \}$"
     )
     table: dict[str, tuple[str, str]] = {}
-    for line in block.group(1).splitlines()[1:-1]:  # between "@{" and "}"
+    for line in "".join(blocks).splitlines():
         m = entry.match(line)
         assert m, f"unreadable op table line: {line!r}"
         assert m.group(1) not in table, f"op {m.group(1)} listed twice"

@@ -5,6 +5,12 @@
 # (or the request could not be carried out), 2 the request is unreadable (stderr only).
 # Contract: docs/agent-protocol.md. Reference semantics: src/rdplab/twin/machine.py.
 # Review notes (what is proven where): docs/agent-review.md.
+#
+# ASSEMBLED FILE, do not edit: src/rdplab/agent/parts/*.ps1 joined in the order that
+# src/rdplab/agent/assemble.py declares. Edit the parts, then run
+# `python -m rdplab.agent.assemble` (tests/unit/test_agent_assemble.py fails until you do).
+
+# == common: strict mode, constants, op and undo tables, general helpers =========================
 
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
@@ -46,36 +52,15 @@ $script:RuleFields = @('name', 'display_name', 'group', 'direction', 'action', '
 $script:MatchKeys = @('name', 'group', 'direction', 'action', 'protocol', 'local_port', 'remote_port')
 $script:HostsPath = Join-Path $env:SystemRoot 'System32\drivers\etc\hosts'
 
-# -- op table: op name -> function and arguments (name:kind, "?" = optional) ----------------------
-# BEGIN OP TABLE
-$script:OpTable = [ordered]@{
-    'reg.set'             = @{ Fn = 'Invoke-OpRegSet'; Args = 'key:str name:str type:str data:int|str|list' }
-    'reg.delete'          = @{ Fn = 'Invoke-OpRegDelete'; Args = 'key:str name?:str' }
-    'reg.restore'         = @{ Fn = 'Invoke-OpRegRestore'; Args = 'backup:str' }
-    'fw.rule.add'         = @{ Fn = 'Invoke-OpFwRuleAdd'; Args = 'rule:dict' }
-    'fw.rule.set'         = @{ Fn = 'Invoke-OpFwRuleSet'; Args = 'match:dict enabled?:bool action?:str' }
-    'fw.rule.remove'      = @{ Fn = 'Invoke-OpFwRuleRemove'; Args = 'match:dict' }
-    'svc.start'           = @{ Fn = 'Invoke-OpSvcStart'; Args = 'name:str' }
-    'svc.stop'            = @{ Fn = 'Invoke-OpSvcStop'; Args = 'name:str' }
-    'svc.restart'         = @{ Fn = 'Invoke-OpSvcRestart'; Args = 'name:str if_changed?:bool' }
-    'svc.config'          = @{ Fn = 'Invoke-OpSvcConfig'; Args = 'name:str start_type:str' }
-    'cert.import'         = @{ Fn = 'Invoke-OpCertImport'; Args = 'store:str pfx:str thumbprint:str' }
-    'cert.remove'         = @{ Fn = 'Invoke-OpCertRemove'; Args = 'store:str which:str' }
-    'machinekeys.corrupt' = @{ Fn = 'Invoke-OpMachineKeysCorrupt'; Args = 'store:str' }
-    'dns.flush'           = @{ Fn = 'Invoke-OpDnsFlush'; Args = 'name:str expect:str' }
-    'dns.cache.seed'      = @{ Fn = 'Invoke-OpDnsCacheSeed'; Args = 'name:str address:str' }
-    'hosts.set'           = @{ Fn = 'Invoke-OpHostsSet'; Args = 'name:str address:str' }
-    'hosts.remove'        = @{ Fn = 'Invoke-OpHostsRemove'; Args = 'name:str' }
-    'hotfix.install'      = @{ Fn = 'Invoke-OpHotfixInstall'; Args = 'kb:str source?:str' }
-    'licensing.clear'     = @{ Fn = 'Invoke-OpLicensingClear'; Args = '' }
-}
-# END OP TABLE
+# Op table (op name -> function and arguments, name:kind, "?" = optional) and undo handlers
+# (undo kind -> function): each part registers its own, so an assembly of some parts knows
+# only the ops it carries.
+$script:OpTable = [ordered]@{}
+$script:UndoHandlers = @{}
+$script:UndoHandlers['file'] = 'Undo-FileBytes'
 
 # Per-batch state: what to undo on failure, in order.
 $script:Undo = New-Object System.Collections.Generic.List[object]
-$script:BackupSeq = 0
-$script:KeyMap = $null
-$script:KeyMapDirty = $false
 
 # == general helpers ==============================================================================
 
@@ -206,6 +191,16 @@ function Add-Undo {
     $script:Undo.Add($Entry)
 }
 
+function Undo-FileBytes {
+    # Undo kind 'file': write the saved bytes back, or delete a file that did not exist.
+    param([System.Collections.IDictionary]$U)
+    if ($null -eq $U['Bytes']) {
+        Remove-Item -LiteralPath $U['Path'] -Force -ErrorAction SilentlyContinue
+    } else {
+        [System.IO.File]::WriteAllBytes($U['Path'], [byte[]]$U['Bytes'])
+    }
+}
+
 function Invoke-Native {
     # A console tool with its output captured (2>&1 on native commands throws under 'Stop' in 5.1).
     param([string]$FilePath, [string[]]$ArgumentList)
@@ -262,6 +257,14 @@ function Get-SortedByLower {
 # == registry =====================================================================================
 # RegistryView.Registry64 keeps a 32-bit PowerShell out of WOW6432Node.
 # https://learn.microsoft.com/en-us/dotnet/api/microsoft.win32.registrykey.openbasekey
+
+# BEGIN OP TABLE
+$script:OpTable['reg.set'] = @{ Fn = 'Invoke-OpRegSet'; Args = 'key:str name:str type:str data:int|str|list' }
+$script:OpTable['reg.delete'] = @{ Fn = 'Invoke-OpRegDelete'; Args = 'key:str name?:str' }
+$script:OpTable['reg.restore'] = @{ Fn = 'Invoke-OpRegRestore'; Args = 'backup:str' }
+# END OP TABLE
+$script:UndoHandlers['reg'] = 'Undo-RegChange'
+$script:BackupSeq = 0
 
 function Split-RegPath {
     param([string]$Path)
@@ -560,35 +563,93 @@ function Get-RegView {
     return $view
 }
 
-function Get-MsLicensingProblems {
-    # rdplab.mslicensing.problems: [] when healthy or absent ([MS-RDPELE] 2.2.2.3.1: 20-byte HWID).
-    $view = Get-RegView @($script:MsLicensingKey)
-    $found = New-Object System.Collections.Generic.List[string]
-    if (-not $view.Contains($script:MsLicensingKey)) { return , $found.ToArray() }
-    $hwidKey = $script:MsLicensingKey + '\HardwareID'
-    if (-not $view.Contains($hwidKey)) {
-        $found.Add('HardwareID subkey missing')
-    } else {
-        $hwid = $null
-        foreach ($name in $view[$hwidKey]['values'].Keys) {
-            if ($name -eq 'ClientHWID') { $hwid = $view[$hwidKey]['values'][$name] }
-        }
-        if ($null -eq $hwid) {
-            $found.Add('HardwareID\ClientHWID missing')
-        } elseif ($hwid['type'] -ne 'REG_BINARY') {
-            $found.Add(('HardwareID\ClientHWID is {0}, not REG_BINARY' -f $hwid['type']))
-        } elseif (([string]$hwid['data']).Length / 2 -ne $script:HwidBytes) {
-            $found.Add(('HardwareID\ClientHWID is {0} bytes, not {1}' -f (([string]$hwid['data']).Length / 2), $script:HwidBytes))
-        }
+function Undo-RegChange {
+    # Undo kind 'reg': put the key back as the batch's backup holds it.
+    param([System.Collections.IDictionary]$U)
+    $null = Restore-RegBackup $U['Backup']
+}
+
+# Ops take the op's arguments and whether an earlier op of the batch changed something, and
+# return the result (op, changed, detail, backup, error). Errors throw (Stop-Op).
+
+function Invoke-OpRegSet {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $key = [string]$A['key']
+    $name = [string]$A['name']
+    $where = (Split-RegPath $key)['Path'] + '\' + $name
+    $stored = ConvertTo-RegData ([string]$A['type']) $A['data'] $where
+    $before = Get-RegValue $key $name
+    if (Test-RegValueEqual $before ([string]$A['type']) $stored) {
+        return New-OpResult 'reg.set' $false ('{0}\{1} already {2}' -f $key, $name, (Format-Repr $A['data']))
     }
-    if (-not $view.Contains($script:MsLicensingKey + '\Store')) { $found.Add('Store subkey missing') }
-    return , $found.ToArray()
+    $backup = Backup-RegKey $key
+    Set-RegValue $key $name ([string]$A['type']) $stored
+    $was = 'absent'
+    if ($null -ne $before) { $was = Format-Repr $before['data'] }
+    return New-OpResult 'reg.set' $true ('{0}\{1}: {2} -> {3}' -f $key, $name, $was, (Format-Repr $A['data'])) $backup
+}
+
+function Invoke-OpRegDelete {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $key = [string]$A['key']
+    $hasName = $A.Contains('name') -and $null -ne $A['name']
+    $p = Split-RegPath $key
+    if ($hasName) {
+        $name = [string]$A['name']
+        $shown = $name
+        if ($name -eq '') { $shown = '(Default)' }
+        $target = $key + '\' + $shown
+        $present = $null -ne (Get-RegValue $key $name)
+    } else {
+        $target = $key
+        $present = (Get-RegKeyTree $key).Count -gt 0
+        # Safety: never a hive's first level (HKLM\SOFTWARE, HKLM\SYSTEM, ...).
+        if ($present -and $p['Sub'].Split('\').Length -lt 2) { Stop-Op ('reg.delete: refusing to delete {0}' -f $p['Path']) }
+    }
+    if (-not $present) { return New-OpResult 'reg.delete' $false ('{0} already absent' -f $target) }
+    $backup = Backup-RegKey $key
+    if ($hasName) {
+        $k = Open-RegKey $key $true
+        try { $k.DeleteValue([string]$A['name'], $true) } finally { $k.Close() }
+    } else {
+        Remove-RegKeyTree $key
+    }
+    return New-OpResult 'reg.delete' $true ('deleted {0}' -f $target) $backup
+}
+
+function Invoke-OpRegRestore {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $file = [string]$A['backup']
+    $full = ''
+    try { $full = [System.IO.Path]::GetFullPath($file) } catch { $full = '' }
+    $inside = $full.StartsWith($script:BackupDir + '\', [System.StringComparison]::OrdinalIgnoreCase)
+    if (-not $inside -or -not (Test-Path -LiteralPath $full) -or -not (Test-Path -LiteralPath ($full + '.json'))) {
+        Stop-Op ('reg.restore: no backup {0} on {1}' -f (Format-Repr $file), $env:COMPUTERNAME)
+    }
+    $key = [string](ConvertFrom-JsonText ([System.IO.File]::ReadAllText($full + '.json')))['key']
+    if ((Get-RegSnapshot $key) -ceq [string](ConvertFrom-JsonText ([System.IO.File]::ReadAllText($full + '.json')))['snapshot']) {
+        return New-OpResult 'reg.restore' $false ('{0} already as backed up' -f $key)
+    }
+    # Back up the current state first, so a failing batch can put it back.
+    $null = Backup-RegKey $key
+    $null = Restore-RegBackup $full
+    return New-OpResult 'reg.restore' $true ('restored {0} from {1}' -f $key, $file)
 }
 
 # == firewall =====================================================================================
 # NetSecurity cmdlets; filters are joined to rules by InstanceID.
 # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallrule
 # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallportfilter
+
+# BEGIN OP TABLE
+$script:OpTable['fw.rule.add'] = @{ Fn = 'Invoke-OpFwRuleAdd'; Args = 'rule:dict' }
+$script:OpTable['fw.rule.set'] = @{ Fn = 'Invoke-OpFwRuleSet'; Args = 'match:dict enabled?:bool action?:str' }
+$script:OpTable['fw.rule.remove'] = @{ Fn = 'Invoke-OpFwRuleRemove'; Args = 'match:dict' }
+# END OP TABLE
+$script:UndoHandlers['fw-delete'] = 'Undo-FwDelete'
+$script:UndoHandlers['fw-state'] = 'Undo-FwState'
+$script:UndoHandlers['fw-define'] = 'Undo-FwDefine'
+$script:UndoHandlers['fw-recreate'] = 'Undo-FwRecreate'
 
 function Get-PortList {
     # The twin's _ports: None/""/"Any" -> ["Any"]; int -> ["n"]; "a,b" -> ["a", "b"]; list -> strings.
@@ -864,9 +925,121 @@ function Get-ActiveProfile {
     return 'Public'
 }
 
+function Invoke-OpFwRuleAdd {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $spec = ConvertTo-RuleSpec $A['rule']
+    $detail = 'rule {0}' -f (Format-PyStr (Get-Arg $A['rule'] 'name'))
+    $selector = New-Dict
+    $selector['name'] = $spec['name']
+    $existing = @((Get-FwRules $selector) | Where-Object { $_['Json']['name'] -eq $spec['name'] })
+    $undo = New-Dict
+    if ($existing.Count -eq 0) {
+        $undo['Kind'] = 'fw-delete'
+        $undo['Name'] = $spec['name']
+        Add-Undo $undo
+        New-FwRule $spec $spec['group']
+        return New-OpResult 'fw.rule.add' $true $detail
+    }
+    $current = $existing[0]
+    if (Test-RuleEqual $current['Json'] $spec) { return New-OpResult 'fw.rule.add' $false $detail }
+    $undo['Kind'] = 'fw-define'
+    $undo['Spec'] = $current['Json']
+    $undo['Group'] = $current['Group']
+    $undo['Name'] = $spec['name']
+    Add-Undo $undo
+    $group = $spec['group']
+    if ($spec['group'] -ceq $current['Json']['group']) { $group = $current['Group'] }
+    Set-FwRuleDefinition $spec $current['Json'] $current['Group'] $group
+    return New-OpResult 'fw.rule.add' $true $detail
+}
+
+function Invoke-OpFwRuleSet {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $match = $A['match']
+    $n = 0
+    foreach ($e in (Select-FwRules $match)) {
+        $rule = $e['Json']
+        $enabled = [bool]$rule['enabled']
+        $action = [string]$rule['action']
+        if ($A.Contains('enabled') -and $null -ne $A['enabled']) { $enabled = [bool]$A['enabled'] }
+        if ($A.Contains('action') -and $null -ne $A['action']) {
+            $action = [string]$A['action']
+            if ($action -cne 'Allow' -and $action -cne 'Block') {
+                Stop-Op ('fw.rule.set: action must be Allow or Block, not {0}' -f (Format-Repr $A['action']))
+            }
+        }
+        if ($enabled -eq [bool]$rule['enabled'] -and $action -ceq [string]$rule['action']) { continue }
+        $undo = New-Dict
+        $undo['Kind'] = 'fw-state'
+        $undo['Name'] = $rule['name']
+        $undo['Enabled'] = [bool]$rule['enabled']
+        $undo['Action'] = [string]$rule['action']
+        Add-Undo $undo
+        $flag = 'False'
+        if ($enabled) { $flag = 'True' }
+        Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($rule['name'])) -Enabled $flag -Action $action
+        $n++
+    }
+    return New-OpResult 'fw.rule.set' ($n -gt 0) ('{0} rule(s) changed matching {1}' -f $n, (Format-Repr $match))
+}
+
+function Invoke-OpFwRuleRemove {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $match = $A['match']
+    $doomed = Select-FwRules $match
+    foreach ($e in $doomed) {
+        $undo = New-Dict
+        $undo['Kind'] = 'fw-recreate'
+        $undo['Spec'] = $e['Json']
+        $undo['Group'] = $e['Group']
+        $undo['Name'] = $e['Json']['name']
+        Add-Undo $undo
+        Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($e['Json']['name']))
+    }
+    $n = $doomed.Count
+    return New-OpResult 'fw.rule.remove' ($n -gt 0) ('{0} rule(s) removed matching {1}' -f $n, (Format-Repr $match))
+}
+
+function Undo-FwDelete {
+    # Undo kind 'fw-delete': remove a rule the batch added.
+    param([System.Collections.IDictionary]$U)
+    Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($U['Name'])) -ErrorAction SilentlyContinue
+}
+
+function Undo-FwState {
+    # Undo kind 'fw-state': enabled and action as they were.
+    param([System.Collections.IDictionary]$U)
+    $flag = 'False'
+    if ($U['Enabled']) { $flag = 'True' }
+    Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($U['Name'])) -Enabled $flag -Action $U['Action']
+}
+
+function Undo-FwDefine {
+    # Undo kind 'fw-define': the rule's earlier definition, re-created if it is gone.
+    param([System.Collections.IDictionary]$U)
+    $selector = New-Dict
+    $selector['name'] = $U['Name']
+    $now = @((Get-FwRules $selector) | Where-Object { $_['Json']['name'] -eq $U['Name'] })
+    if ($now.Count -eq 0) { New-FwRule $U['Spec'] $U['Group'] } else { Set-FwRuleDefinition $U['Spec'] $now[0]['Json'] $now[0]['Group'] $U['Group'] }
+}
+
+function Undo-FwRecreate {
+    # Undo kind 'fw-recreate': a removed rule made again from its saved definition.
+    param([System.Collections.IDictionary]$U)
+    New-FwRule $U['Spec'] $U['Group']
+}
+
 # == services =====================================================================================
 # Start/Stop/Restart/Set-Service; the start mode comes from Win32_Service.
 # https://learn.microsoft.com/en-us/windows/win32/cimwin32prov/win32-service
+
+# BEGIN OP TABLE
+$script:OpTable['svc.start'] = @{ Fn = 'Invoke-OpSvcStart'; Args = 'name:str' }
+$script:OpTable['svc.stop'] = @{ Fn = 'Invoke-OpSvcStop'; Args = 'name:str' }
+$script:OpTable['svc.restart'] = @{ Fn = 'Invoke-OpSvcRestart'; Args = 'name:str if_changed?:bool' }
+$script:OpTable['svc.config'] = @{ Fn = 'Invoke-OpSvcConfig'; Args = 'name:str start_type:str' }
+# END OP TABLE
+$script:UndoHandlers['service'] = 'Undo-ServiceState'
 
 function Get-ServiceExact {
     param([string]$Name)
@@ -903,9 +1076,78 @@ function Add-ServiceUndo {
     Add-Undo $undo
 }
 
+function Invoke-OpSvcStart {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $s = Get-ServiceState ([string]$A['name'])
+    if ($s['status'] -eq 'Running') { return New-OpResult 'svc.start' $false ('{0} running' -f $A['name']) }
+    if ($s['start_type'] -eq 'Disabled') { Stop-Op ('service {0} is disabled and cannot be started' -f $s['name']) }
+    Add-ServiceUndo $s['name']
+    # TermService makes its own self-signed certificate when it starts without one.
+    Start-Service -Name $s['name']
+    return New-OpResult 'svc.start' $true ('{0} running' -f $A['name'])
+}
+
+function Invoke-OpSvcStop {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $s = Get-ServiceState ([string]$A['name'])
+    if ($s['status'] -eq 'Stopped') { return New-OpResult 'svc.stop' $false ('{0} stopped' -f $A['name']) }
+    Add-ServiceUndo $s['name']
+    # -Force: TermService has dependents (UmRdpService); the undo starts them again.
+    Stop-Service -Name $s['name'] -Force
+    return New-OpResult 'svc.stop' $true ('{0} stopped' -f $A['name'])
+}
+
+function Invoke-OpSvcRestart {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    if ((Get-Arg $A 'if_changed') -and -not $ChangedBefore) {
+        return New-OpResult 'svc.restart' $false ('{0}: nothing changed, no restart' -f $A['name'])
+    }
+    $s = Get-ServiceState ([string]$A['name'])
+    if ($s['start_type'] -eq 'Disabled') { Stop-Op ('service {0} is disabled and cannot be started' -f $s['name']) }
+    Add-ServiceUndo $s['name']
+    if ($s['status'] -eq 'Stopped') { Start-Service -Name $s['name'] } else { Restart-Service -Name $s['name'] -Force }
+    return New-OpResult 'svc.restart' $true ('{0} restarted' -f $A['name'])
+}
+
+function Invoke-OpSvcConfig {
+    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
+    $want = [string]$A['start_type']
+    if ($script:StartTypes -cnotcontains $want) {
+        Stop-Op ("svc.config: start_type must be one of ('Automatic', 'Manual', 'Disabled')")
+    }
+    $s = Get-ServiceState ([string]$A['name'])
+    if ($s['start_type'] -eq $want) { return New-OpResult 'svc.config' $false ('{0} start type {1}' -f $A['name'], $want) }
+    Add-ServiceUndo $s['name']
+    Set-Service -Name $s['name'] -StartupType $want
+    return New-OpResult 'svc.config' $true ('{0} start type {1}' -f $A['name'], $want)
+}
+
+function Undo-ServiceState {
+    # Undo kind 'service': start type and status as they were, dependents started again.
+    param([System.Collections.IDictionary]$U)
+    $s = Get-ServiceState $U['Name']
+    if ($s['start_type'] -ne $U['StartType']) { Set-Service -Name $U['Name'] -StartupType $U['StartType'] }
+    if ($U['Status'] -eq 'Stopped' -and $s['status'] -ne 'Stopped') { Stop-Service -Name $U['Name'] -Force }
+    if ($U['Status'] -eq 'Running') {
+        if ($s['status'] -ne 'Running') { Start-Service -Name $U['Name'] }
+        foreach ($d in @($U['Dependents'])) { Start-Service -Name $d }
+    }
+}
+
 # == certificates =================================================================================
 # Cert:\LocalMachine\<store>; private keys are files in ...\Crypto\RSA\MachineKeys (CAPI) or
 # ...\Crypto\Keys (CNG). https://learn.microsoft.com/en-us/windows/win32/seccng/key-storage-and-retrieval
+
+# BEGIN OP TABLE
+$script:OpTable['cert.import'] = @{ Fn = 'Invoke-OpCertImport'; Args = 'store:str pfx:str thumbprint:str' }
+$script:OpTable['cert.remove'] = @{ Fn = 'Invoke-OpCertRemove'; Args = 'store:str which:str' }
+$script:OpTable['machinekeys.corrupt'] = @{ Fn = 'Invoke-OpMachineKeysCorrupt'; Args = 'store:str' }
+# END OP TABLE
+$script:UndoHandlers['cert-delete'] = 'Undo-CertDelete'
+$script:UndoHandlers['cert-restore'] = 'Undo-CertRestore'
+
+$script:KeyMap = $null
+$script:KeyMapDirty = $false
 
 function Get-KeyDirs {
     $root = Join-Path $env:ProgramData 'Microsoft\Crypto'
@@ -1123,273 +1365,6 @@ function Add-CertUndo {
     Add-Undo $undo
 }
 
-# == DNS and hosts ================================================================================
-# https://learn.microsoft.com/en-us/powershell/module/dnsclient/get-dnsclientcache
-
-function Read-HostsLines {
-    if (-not (Test-Path -LiteralPath $script:HostsPath)) { return , (New-Object string[] 0) }
-    return , [string[]][System.IO.File]::ReadAllLines($script:HostsPath, [System.Text.Encoding]::Default)
-}
-
-function Write-HostsLines {
-    param([string[]]$Lines)
-    $text = ''
-    if ($Lines.Length -gt 0) { $text = ($Lines -join "`r`n") + "`r`n" }
-    [System.IO.File]::WriteAllText($script:HostsPath, $text, [System.Text.Encoding]::Default)
-}
-
-function Get-HostsMap {
-    # lower name -> address; the first entry for a name is the one Windows uses.
-    $map = New-Dict
-    foreach ($line in (Read-HostsLines)) {
-        $body = $line
-        $hash = $body.IndexOf('#')
-        if ($hash -ge 0) { $body = $body.Substring(0, $hash) }
-        $fields = @($body.Split([char[]]@(' ', "`t"), [System.StringSplitOptions]::RemoveEmptyEntries))
-        for ($i = 1; $i -lt $fields.Count; $i++) {
-            $name = $fields[$i].ToLowerInvariant()
-            if (-not $map.Contains($name)) { $map[$name] = $fields[0] }
-        }
-    }
-    return $map
-}
-
-function Remove-HostsName {
-    # The hosts lines without any mapping for name (other names on a line stay).
-    param([string[]]$Lines, [string]$Name)
-    $out = New-Object System.Collections.Generic.List[string]
-    foreach ($line in $Lines) {
-        $body = $line
-        $comment = ''
-        $hash = $body.IndexOf('#')
-        if ($hash -ge 0) { $comment = $body.Substring($hash); $body = $body.Substring(0, $hash) }
-        $fields = @($body.Split([char[]]@(' ', "`t"), [System.StringSplitOptions]::RemoveEmptyEntries))
-        if ($fields.Count -lt 2 -or -not (@($fields | Select-Object -Skip 1) -contains $Name)) { $out.Add($line); continue }
-        $kept = @($fields | Select-Object -Skip 1 | Where-Object { $_ -ne $Name })
-        if ($kept.Count -gt 0) {
-            $rebuilt = $fields[0] + "`t" + ($kept -join ' ')
-            if ($comment -ne '') { $rebuilt += ' ' + $comment }
-            $out.Add($rebuilt)
-        }
-    }
-    return , $out.ToArray()
-}
-
-function Add-HostsUndo {
-    $undo = New-Dict
-    $undo['Kind'] = 'file'
-    $undo['Path'] = $script:HostsPath
-    $undo['Bytes'] = $null
-    if (Test-Path -LiteralPath $script:HostsPath) { $undo['Bytes'] = [System.IO.File]::ReadAllBytes($script:HostsPath) }
-    Add-Undo $undo
-}
-
-function Get-DnsCacheMap {
-    # lower name -> address of successful A (else AAAA) answers. Entries that come from the hosts
-    # file are left out: the twin keeps hosts and cache apart.
-    $hosts = Get-HostsMap
-    $map = New-Dict
-    $entries = @(Get-DnsClientCache -ErrorAction SilentlyContinue)
-    foreach ($type in @(1, 28)) {
-        foreach ($e in $entries) {
-            if ([int]$e.Type -ne $type -or [int]$e.Status -ne 0) { continue }
-            $name = ([string]$e.Entry).ToLowerInvariant()
-            if ($hosts.Contains($name) -or $map.Contains($name)) { continue }
-            $map[$name] = [string]$e.Data
-        }
-    }
-    return $map
-}
-
-# == ops ==========================================================================================
-# Each takes the op's arguments and whether an earlier op of the batch changed something, and
-# returns the result (op, changed, detail, backup, error). Errors throw (Stop-Op).
-
-function Invoke-OpRegSet {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $key = [string]$A['key']
-    $name = [string]$A['name']
-    $where = (Split-RegPath $key)['Path'] + '\' + $name
-    $stored = ConvertTo-RegData ([string]$A['type']) $A['data'] $where
-    $before = Get-RegValue $key $name
-    if (Test-RegValueEqual $before ([string]$A['type']) $stored) {
-        return New-OpResult 'reg.set' $false ('{0}\{1} already {2}' -f $key, $name, (Format-Repr $A['data']))
-    }
-    $backup = Backup-RegKey $key
-    Set-RegValue $key $name ([string]$A['type']) $stored
-    $was = 'absent'
-    if ($null -ne $before) { $was = Format-Repr $before['data'] }
-    return New-OpResult 'reg.set' $true ('{0}\{1}: {2} -> {3}' -f $key, $name, $was, (Format-Repr $A['data'])) $backup
-}
-
-function Invoke-OpRegDelete {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $key = [string]$A['key']
-    $hasName = $A.Contains('name') -and $null -ne $A['name']
-    $p = Split-RegPath $key
-    if ($hasName) {
-        $name = [string]$A['name']
-        $shown = $name
-        if ($name -eq '') { $shown = '(Default)' }
-        $target = $key + '\' + $shown
-        $present = $null -ne (Get-RegValue $key $name)
-    } else {
-        $target = $key
-        $present = (Get-RegKeyTree $key).Count -gt 0
-        # Safety: never a hive's first level (HKLM\SOFTWARE, HKLM\SYSTEM, ...).
-        if ($present -and $p['Sub'].Split('\').Length -lt 2) { Stop-Op ('reg.delete: refusing to delete {0}' -f $p['Path']) }
-    }
-    if (-not $present) { return New-OpResult 'reg.delete' $false ('{0} already absent' -f $target) }
-    $backup = Backup-RegKey $key
-    if ($hasName) {
-        $k = Open-RegKey $key $true
-        try { $k.DeleteValue([string]$A['name'], $true) } finally { $k.Close() }
-    } else {
-        Remove-RegKeyTree $key
-    }
-    return New-OpResult 'reg.delete' $true ('deleted {0}' -f $target) $backup
-}
-
-function Invoke-OpRegRestore {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $file = [string]$A['backup']
-    $full = ''
-    try { $full = [System.IO.Path]::GetFullPath($file) } catch { $full = '' }
-    $inside = $full.StartsWith($script:BackupDir + '\', [System.StringComparison]::OrdinalIgnoreCase)
-    if (-not $inside -or -not (Test-Path -LiteralPath $full) -or -not (Test-Path -LiteralPath ($full + '.json'))) {
-        Stop-Op ('reg.restore: no backup {0} on {1}' -f (Format-Repr $file), $env:COMPUTERNAME)
-    }
-    $key = [string](ConvertFrom-JsonText ([System.IO.File]::ReadAllText($full + '.json')))['key']
-    if ((Get-RegSnapshot $key) -ceq [string](ConvertFrom-JsonText ([System.IO.File]::ReadAllText($full + '.json')))['snapshot']) {
-        return New-OpResult 'reg.restore' $false ('{0} already as backed up' -f $key)
-    }
-    # Back up the current state first, so a failing batch can put it back.
-    $null = Backup-RegKey $key
-    $null = Restore-RegBackup $full
-    return New-OpResult 'reg.restore' $true ('restored {0} from {1}' -f $key, $file)
-}
-
-function Invoke-OpFwRuleAdd {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $spec = ConvertTo-RuleSpec $A['rule']
-    $detail = 'rule {0}' -f (Format-PyStr (Get-Arg $A['rule'] 'name'))
-    $selector = New-Dict
-    $selector['name'] = $spec['name']
-    $existing = @((Get-FwRules $selector) | Where-Object { $_['Json']['name'] -eq $spec['name'] })
-    $undo = New-Dict
-    if ($existing.Count -eq 0) {
-        $undo['Kind'] = 'fw-delete'
-        $undo['Name'] = $spec['name']
-        Add-Undo $undo
-        New-FwRule $spec $spec['group']
-        return New-OpResult 'fw.rule.add' $true $detail
-    }
-    $current = $existing[0]
-    if (Test-RuleEqual $current['Json'] $spec) { return New-OpResult 'fw.rule.add' $false $detail }
-    $undo['Kind'] = 'fw-define'
-    $undo['Spec'] = $current['Json']
-    $undo['Group'] = $current['Group']
-    $undo['Name'] = $spec['name']
-    Add-Undo $undo
-    $group = $spec['group']
-    if ($spec['group'] -ceq $current['Json']['group']) { $group = $current['Group'] }
-    Set-FwRuleDefinition $spec $current['Json'] $current['Group'] $group
-    return New-OpResult 'fw.rule.add' $true $detail
-}
-
-function Invoke-OpFwRuleSet {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $match = $A['match']
-    $n = 0
-    foreach ($e in (Select-FwRules $match)) {
-        $rule = $e['Json']
-        $enabled = [bool]$rule['enabled']
-        $action = [string]$rule['action']
-        if ($A.Contains('enabled') -and $null -ne $A['enabled']) { $enabled = [bool]$A['enabled'] }
-        if ($A.Contains('action') -and $null -ne $A['action']) {
-            $action = [string]$A['action']
-            if ($action -cne 'Allow' -and $action -cne 'Block') {
-                Stop-Op ('fw.rule.set: action must be Allow or Block, not {0}' -f (Format-Repr $A['action']))
-            }
-        }
-        if ($enabled -eq [bool]$rule['enabled'] -and $action -ceq [string]$rule['action']) { continue }
-        $undo = New-Dict
-        $undo['Kind'] = 'fw-state'
-        $undo['Name'] = $rule['name']
-        $undo['Enabled'] = [bool]$rule['enabled']
-        $undo['Action'] = [string]$rule['action']
-        Add-Undo $undo
-        $flag = 'False'
-        if ($enabled) { $flag = 'True' }
-        Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($rule['name'])) -Enabled $flag -Action $action
-        $n++
-    }
-    return New-OpResult 'fw.rule.set' ($n -gt 0) ('{0} rule(s) changed matching {1}' -f $n, (Format-Repr $match))
-}
-
-function Invoke-OpFwRuleRemove {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $match = $A['match']
-    $doomed = Select-FwRules $match
-    foreach ($e in $doomed) {
-        $undo = New-Dict
-        $undo['Kind'] = 'fw-recreate'
-        $undo['Spec'] = $e['Json']
-        $undo['Group'] = $e['Group']
-        $undo['Name'] = $e['Json']['name']
-        Add-Undo $undo
-        Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($e['Json']['name']))
-    }
-    $n = $doomed.Count
-    return New-OpResult 'fw.rule.remove' ($n -gt 0) ('{0} rule(s) removed matching {1}' -f $n, (Format-Repr $match))
-}
-
-function Invoke-OpSvcStart {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $s = Get-ServiceState ([string]$A['name'])
-    if ($s['status'] -eq 'Running') { return New-OpResult 'svc.start' $false ('{0} running' -f $A['name']) }
-    if ($s['start_type'] -eq 'Disabled') { Stop-Op ('service {0} is disabled and cannot be started' -f $s['name']) }
-    Add-ServiceUndo $s['name']
-    # TermService makes its own self-signed certificate when it starts without one.
-    Start-Service -Name $s['name']
-    return New-OpResult 'svc.start' $true ('{0} running' -f $A['name'])
-}
-
-function Invoke-OpSvcStop {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $s = Get-ServiceState ([string]$A['name'])
-    if ($s['status'] -eq 'Stopped') { return New-OpResult 'svc.stop' $false ('{0} stopped' -f $A['name']) }
-    Add-ServiceUndo $s['name']
-    # -Force: TermService has dependents (UmRdpService); the undo starts them again.
-    Stop-Service -Name $s['name'] -Force
-    return New-OpResult 'svc.stop' $true ('{0} stopped' -f $A['name'])
-}
-
-function Invoke-OpSvcRestart {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    if ((Get-Arg $A 'if_changed') -and -not $ChangedBefore) {
-        return New-OpResult 'svc.restart' $false ('{0}: nothing changed, no restart' -f $A['name'])
-    }
-    $s = Get-ServiceState ([string]$A['name'])
-    if ($s['start_type'] -eq 'Disabled') { Stop-Op ('service {0} is disabled and cannot be started' -f $s['name']) }
-    Add-ServiceUndo $s['name']
-    if ($s['status'] -eq 'Stopped') { Start-Service -Name $s['name'] } else { Restart-Service -Name $s['name'] -Force }
-    return New-OpResult 'svc.restart' $true ('{0} restarted' -f $A['name'])
-}
-
-function Invoke-OpSvcConfig {
-    param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
-    $want = [string]$A['start_type']
-    if ($script:StartTypes -cnotcontains $want) {
-        Stop-Op ("svc.config: start_type must be one of ('Automatic', 'Manual', 'Disabled')")
-    }
-    $s = Get-ServiceState ([string]$A['name'])
-    if ($s['start_type'] -eq $want) { return New-OpResult 'svc.config' $false ('{0} start type {1}' -f $A['name'], $want) }
-    Add-ServiceUndo $s['name']
-    Set-Service -Name $s['name'] -StartupType $want
-    return New-OpResult 'svc.config' $true ('{0} start type {1}' -f $A['name'], $want)
-}
-
 function Invoke-OpCertImport {
     # PFX without password into LocalMachine\<store>, key persisted as a machine key, readable by
     # NETWORK SERVICE (S-1-5-20), the account TermService runs as.
@@ -1493,6 +1468,109 @@ function Invoke-OpMachineKeysCorrupt {
     return New-OpResult 'machinekeys.corrupt' ($n -gt 0) ('{0} private key file(s) overwritten' -f $n)
 }
 
+function Undo-CertDelete {
+    # Undo kind 'cert-delete': take out a certificate the batch added, and its key file.
+    param([System.Collections.IDictionary]$U)
+    $st = Open-CertStore $U['Store'] $true
+    try {
+        foreach ($c in @($st.Certificates)) { if ($c.Thumbprint.ToUpperInvariant() -eq $U['Thumbprint']) { $st.Remove($c) } }
+    } finally { $st.Close() }
+    if ($null -ne $U['KeyPath'] -and (Test-Path -LiteralPath $U['KeyPath'])) { Remove-Item -LiteralPath $U['KeyPath'] -Force }
+}
+
+function Undo-CertRestore {
+    # Undo kind 'cert-restore': a removed certificate added back with its key file bytes.
+    param([System.Collections.IDictionary]$U)
+    if ($null -ne $U['KeyBytes']) { [System.IO.File]::WriteAllBytes($U['KeyPath'], [byte[]]$U['KeyBytes']) }
+    $st = Open-CertStore $U['Store'] $true
+    try { $st.Add($U['Cert']) } finally { $st.Close() }
+}
+
+# == DNS and hosts ================================================================================
+# https://learn.microsoft.com/en-us/powershell/module/dnsclient/get-dnsclientcache
+
+# BEGIN OP TABLE
+$script:OpTable['dns.flush'] = @{ Fn = 'Invoke-OpDnsFlush'; Args = 'name:str expect:str' }
+$script:OpTable['dns.cache.seed'] = @{ Fn = 'Invoke-OpDnsCacheSeed'; Args = 'name:str address:str' }
+$script:OpTable['hosts.set'] = @{ Fn = 'Invoke-OpHostsSet'; Args = 'name:str address:str' }
+$script:OpTable['hosts.remove'] = @{ Fn = 'Invoke-OpHostsRemove'; Args = 'name:str' }
+# END OP TABLE
+
+function Read-HostsLines {
+    if (-not (Test-Path -LiteralPath $script:HostsPath)) { return , (New-Object string[] 0) }
+    return , [string[]][System.IO.File]::ReadAllLines($script:HostsPath, [System.Text.Encoding]::Default)
+}
+
+function Write-HostsLines {
+    param([string[]]$Lines)
+    $text = ''
+    if ($Lines.Length -gt 0) { $text = ($Lines -join "`r`n") + "`r`n" }
+    [System.IO.File]::WriteAllText($script:HostsPath, $text, [System.Text.Encoding]::Default)
+}
+
+function Get-HostsMap {
+    # lower name -> address; the first entry for a name is the one Windows uses.
+    $map = New-Dict
+    foreach ($line in (Read-HostsLines)) {
+        $body = $line
+        $hash = $body.IndexOf('#')
+        if ($hash -ge 0) { $body = $body.Substring(0, $hash) }
+        $fields = @($body.Split([char[]]@(' ', "`t"), [System.StringSplitOptions]::RemoveEmptyEntries))
+        for ($i = 1; $i -lt $fields.Count; $i++) {
+            $name = $fields[$i].ToLowerInvariant()
+            if (-not $map.Contains($name)) { $map[$name] = $fields[0] }
+        }
+    }
+    return $map
+}
+
+function Remove-HostsName {
+    # The hosts lines without any mapping for name (other names on a line stay).
+    param([string[]]$Lines, [string]$Name)
+    $out = New-Object System.Collections.Generic.List[string]
+    foreach ($line in $Lines) {
+        $body = $line
+        $comment = ''
+        $hash = $body.IndexOf('#')
+        if ($hash -ge 0) { $comment = $body.Substring($hash); $body = $body.Substring(0, $hash) }
+        $fields = @($body.Split([char[]]@(' ', "`t"), [System.StringSplitOptions]::RemoveEmptyEntries))
+        if ($fields.Count -lt 2 -or -not (@($fields | Select-Object -Skip 1) -contains $Name)) { $out.Add($line); continue }
+        $kept = @($fields | Select-Object -Skip 1 | Where-Object { $_ -ne $Name })
+        if ($kept.Count -gt 0) {
+            $rebuilt = $fields[0] + "`t" + ($kept -join ' ')
+            if ($comment -ne '') { $rebuilt += ' ' + $comment }
+            $out.Add($rebuilt)
+        }
+    }
+    return , $out.ToArray()
+}
+
+function Add-HostsUndo {
+    $undo = New-Dict
+    $undo['Kind'] = 'file'
+    $undo['Path'] = $script:HostsPath
+    $undo['Bytes'] = $null
+    if (Test-Path -LiteralPath $script:HostsPath) { $undo['Bytes'] = [System.IO.File]::ReadAllBytes($script:HostsPath) }
+    Add-Undo $undo
+}
+
+function Get-DnsCacheMap {
+    # lower name -> address of successful A (else AAAA) answers. Entries that come from the hosts
+    # file are left out: the twin keeps hosts and cache apart.
+    $hosts = Get-HostsMap
+    $map = New-Dict
+    $entries = @(Get-DnsClientCache -ErrorAction SilentlyContinue)
+    foreach ($type in @(1, 28)) {
+        foreach ($e in $entries) {
+            if ([int]$e.Type -ne $type -or [int]$e.Status -ne 0) { continue }
+            $name = ([string]$e.Entry).ToLowerInvariant()
+            if ($hosts.Contains($name) -or $map.Contains($name)) { continue }
+            $map[$name] = [string]$e.Data
+        }
+    }
+    return $map
+}
+
 function Invoke-OpDnsFlush {
     # https://learn.microsoft.com/en-us/powershell/module/dnsclient/clear-dnsclientcache
     param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
@@ -1535,6 +1613,45 @@ function Invoke-OpHostsRemove {
     return New-OpResult 'hosts.remove' $true ('hosts entry for {0} removed' -f $A['name'])
 }
 
+# == updates: OS build, CredSSP patch level, hotfixes ============================================
+
+# BEGIN OP TABLE
+$script:OpTable['hotfix.install'] = @{ Fn = 'Invoke-OpHotfixInstall'; Args = 'kb:str source?:str' }
+# END OP TABLE
+
+function Get-FactsComputer {
+    # https://learn.microsoft.com/en-us/windows/win32/cimwin32prov/win32-operatingsystem
+    $os = Get-CimInstance -ClassName Win32_OperatingSystem
+    $ubr = Get-RegValue 'HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion' 'UBR'
+    $rev = 0
+    if ($null -ne $ubr) { $rev = $ubr['data'] }
+    $kind = 'server'
+    if ([int]$os.ProductType -eq 1) { $kind = 'client' }
+    $c = New-Dict
+    $c['name'] = $env:COMPUTERNAME
+    $c['os_caption'] = ([string]$os.Caption).Trim()
+    $c['os_build'] = '{0}.{1}' -f $os.Version, $rev
+    $c['kind'] = $kind
+    return $c
+}
+
+function Get-FactsCredssp {
+    # tspkg.dll's file version (the CredSSP patch level, KB 4093492); Sysnative from 32-bit.
+    $dir = Join-Path $env:SystemRoot 'System32'
+    if ([Environment]::Is64BitOperatingSystem -and -not [Environment]::Is64BitProcess) { $dir = Join-Path $env:SystemRoot 'Sysnative' }
+    $vi = [System.Diagnostics.FileVersionInfo]::GetVersionInfo((Join-Path $dir 'tspkg.dll'))
+    $c = New-Dict
+    $c['tspkg_version'] = '{0}.{1}.{2}.{3}' -f $vi.FileMajorPart, $vi.FileMinorPart, $vi.FileBuildPart, $vi.FilePrivatePart
+    return $c
+}
+
+function Get-FactsHotfixes {
+    # https://learn.microsoft.com/en-us/powershell/module/microsoft.powershell.management/get-hotfix?view=powershell-5.1
+    $ids = [string[]]@(Get-HotFix | ForEach-Object { [string]$_.HotFixID } | Where-Object { $_ -ne '' })
+    [System.Array]::Sort($ids, [System.StringComparer]::Ordinal)
+    return , [object[]]$ids
+}
+
 function Invoke-OpHotfixInstall {
     # Add-WindowsPackage (DISM) rather than wusa.exe, which refuses remote sessions.
     # https://learn.microsoft.com/en-us/powershell/module/dism/add-windowspackage
@@ -1559,6 +1676,37 @@ function Invoke-OpHotfixInstall {
     $detail = '{0} installed; tspkg.dll {1}' -f $kb, (Get-FactsCredssp)['tspkg_version']
     if ($null -ne $pkg -and $pkg.RestartNeeded) { $detail += '; restart needed' }
     return New-OpResult 'hotfix.install' $true $detail
+}
+
+# == MSLicensing ==================================================================================
+
+# BEGIN OP TABLE
+$script:OpTable['licensing.clear'] = @{ Fn = 'Invoke-OpLicensingClear'; Args = '' }
+# END OP TABLE
+
+function Get-MsLicensingProblems {
+    # rdplab.mslicensing.problems: [] when healthy or absent ([MS-RDPELE] 2.2.2.3.1: 20-byte HWID).
+    $view = Get-RegView @($script:MsLicensingKey)
+    $found = New-Object System.Collections.Generic.List[string]
+    if (-not $view.Contains($script:MsLicensingKey)) { return , $found.ToArray() }
+    $hwidKey = $script:MsLicensingKey + '\HardwareID'
+    if (-not $view.Contains($hwidKey)) {
+        $found.Add('HardwareID subkey missing')
+    } else {
+        $hwid = $null
+        foreach ($name in $view[$hwidKey]['values'].Keys) {
+            if ($name -eq 'ClientHWID') { $hwid = $view[$hwidKey]['values'][$name] }
+        }
+        if ($null -eq $hwid) {
+            $found.Add('HardwareID\ClientHWID missing')
+        } elseif ($hwid['type'] -ne 'REG_BINARY') {
+            $found.Add(('HardwareID\ClientHWID is {0}, not REG_BINARY' -f $hwid['type']))
+        } elseif (([string]$hwid['data']).Length / 2 -ne $script:HwidBytes) {
+            $found.Add(('HardwareID\ClientHWID is {0} bytes, not {1}' -f (([string]$hwid['data']).Length / 2), $script:HwidBytes))
+        }
+    }
+    if (-not $view.Contains($script:MsLicensingKey + '\Store')) { $found.Add('Store subkey missing') }
+    return , $found.ToArray()
 }
 
 function Invoke-OpLicensingClear {
@@ -1609,53 +1757,13 @@ function Test-OpRequest {
 }
 
 function Invoke-Undo {
-    # One step back; what cannot be undone is said in the return value.
+    # One step back, by the handler its part registered; what cannot be undone is said in the
+    # return value.
     param([System.Collections.IDictionary]$U)
-    switch ($U['Kind']) {
-        'reg' { $null = Restore-RegBackup $U['Backup'] }
-        'fw-delete' { Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($U['Name'])) -ErrorAction SilentlyContinue }
-        'fw-state' {
-            $flag = 'False'
-            if ($U['Enabled']) { $flag = 'True' }
-            Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($U['Name'])) -Enabled $flag -Action $U['Action']
-        }
-        'fw-define' {
-            $selector = New-Dict
-            $selector['name'] = $U['Name']
-            $now = @((Get-FwRules $selector) | Where-Object { $_['Json']['name'] -eq $U['Name'] })
-            if ($now.Count -eq 0) { New-FwRule $U['Spec'] $U['Group'] } else { Set-FwRuleDefinition $U['Spec'] $now[0]['Json'] $now[0]['Group'] $U['Group'] }
-        }
-        'fw-recreate' { New-FwRule $U['Spec'] $U['Group'] }
-        'service' {
-            $s = Get-ServiceState $U['Name']
-            if ($s['start_type'] -ne $U['StartType']) { Set-Service -Name $U['Name'] -StartupType $U['StartType'] }
-            if ($U['Status'] -eq 'Stopped' -and $s['status'] -ne 'Stopped') { Stop-Service -Name $U['Name'] -Force }
-            if ($U['Status'] -eq 'Running') {
-                if ($s['status'] -ne 'Running') { Start-Service -Name $U['Name'] }
-                foreach ($d in @($U['Dependents'])) { Start-Service -Name $d }
-            }
-        }
-        'file' {
-            if ($null -eq $U['Bytes']) {
-                Remove-Item -LiteralPath $U['Path'] -Force -ErrorAction SilentlyContinue
-            } else {
-                [System.IO.File]::WriteAllBytes($U['Path'], [byte[]]$U['Bytes'])
-            }
-        }
-        'cert-delete' {
-            $st = Open-CertStore $U['Store'] $true
-            try {
-                foreach ($c in @($st.Certificates)) { if ($c.Thumbprint.ToUpperInvariant() -eq $U['Thumbprint']) { $st.Remove($c) } }
-            } finally { $st.Close() }
-            if ($null -ne $U['KeyPath'] -and (Test-Path -LiteralPath $U['KeyPath'])) { Remove-Item -LiteralPath $U['KeyPath'] -Force }
-        }
-        'cert-restore' {
-            if ($null -ne $U['KeyBytes']) { [System.IO.File]::WriteAllBytes($U['KeyPath'], [byte[]]$U['KeyBytes']) }
-            $st = Open-CertStore $U['Store'] $true
-            try { $st.Add($U['Cert']) } finally { $st.Close() }
-        }
-        'none' { return $U['Why'] }
-    }
+    $kind = [string]$U['Kind']
+    if ($kind -eq 'none') { return [string]$U['Why'] }
+    if (-not $script:UndoHandlers.ContainsKey($kind)) { throw ('no undo handler for {0}' -f $kind) }
+    $null = & $script:UndoHandlers[$kind] $U
     return ''
 }
 
@@ -1717,23 +1825,8 @@ function Invoke-Batch {
 }
 
 # == facts ========================================================================================
-# One function per section of Twin.gather (src/rdplab/twin/machine.py).
-
-function Get-FactsComputer {
-    # https://learn.microsoft.com/en-us/windows/win32/cimwin32prov/win32-operatingsystem
-    $os = Get-CimInstance -ClassName Win32_OperatingSystem
-    $ubr = Get-RegValue 'HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion' 'UBR'
-    $rev = 0
-    if ($null -ne $ubr) { $rev = $ubr['data'] }
-    $kind = 'server'
-    if ([int]$os.ProductType -eq 1) { $kind = 'client' }
-    $c = New-Dict
-    $c['name'] = $env:COMPUTERNAME
-    $c['os_caption'] = ([string]$os.Caption).Trim()
-    $c['os_build'] = '{0}.{1}' -f $os.Version, $rev
-    $c['kind'] = $kind
-    return $c
-}
+# One function per section of Twin.gather (src/rdplab/twin/machine.py). Computer, CredSSP
+# and hotfixes are in the updates part (hotfix.install uses them).
 
 function Get-FactsRegistry {
     param([string[]]$Keys)
@@ -1804,23 +1897,6 @@ function Get-FactsDns {
     $d['hosts'] = Get-HostsMap
     $d['cache'] = Get-DnsCacheMap
     return $d
-}
-
-function Get-FactsCredssp {
-    # tspkg.dll's file version (the CredSSP patch level, KB 4093492); Sysnative from 32-bit.
-    $dir = Join-Path $env:SystemRoot 'System32'
-    if ([Environment]::Is64BitOperatingSystem -and -not [Environment]::Is64BitProcess) { $dir = Join-Path $env:SystemRoot 'Sysnative' }
-    $vi = [System.Diagnostics.FileVersionInfo]::GetVersionInfo((Join-Path $dir 'tspkg.dll'))
-    $c = New-Dict
-    $c['tspkg_version'] = '{0}.{1}.{2}.{3}' -f $vi.FileMajorPart, $vi.FileMinorPart, $vi.FileBuildPart, $vi.FilePrivatePart
-    return $c
-}
-
-function Get-FactsHotfixes {
-    # https://learn.microsoft.com/en-us/powershell/module/microsoft.powershell.management/get-hotfix?view=powershell-5.1
-    $ids = [string[]]@(Get-HotFix | ForEach-Object { [string]$_.HotFixID } | Where-Object { $_ -ne '' })
-    [System.Array]::Sort($ids, [System.StringComparer]::Ordinal)
-    return , [object[]]$ids
 }
 
 function Get-FactsProbes {
