@@ -49,6 +49,19 @@ class Facts:
             raise BackendError(
                 machine, f"facts field credssp.tspkg_version is not a file version: {version!r}"
             )
+        events = raw.get("events")  # optional: only when the gather request named events
+        if events is not None and not (
+            isinstance(events, list)
+            and all(
+                isinstance(e, dict)
+                and isinstance(e.get("provider"), str)
+                and isinstance(e.get("id"), int)
+                for e in events
+            )
+        ):
+            raise BackendError(
+                machine, "facts field 'events' is not a list of {provider, id, ...} objects"
+            )
         facts = cls(machine, raw)
         try:
             facts._fw = Firewall.from_json(raw["firewall"])
@@ -123,6 +136,15 @@ class Facts:
 
     def mslicensing_problems(self) -> list[str]:
         return mslicensing.problems(self.raw["registry"])
+
+    def events(self, wanted: tuple[str, ...] | list[str]) -> list[dict[str, Any]] | None:
+        """Gathered System-log events whose "provider/id" is wanted, newest first; None
+        when the facts hold no events section (not requested, or an agent that does not
+        gather events)."""
+        if "events" not in self.raw:
+            return None
+        keys = {w.lower() for w in wanted}
+        return [e for e in self.raw["events"] if f"{e['provider']}/{e['id']}".lower() in keys]
 
     def probe(self, url: str) -> dict[str, Any] | None:
         return self.raw["probes"].get(url)  # type: ignore[no-any-return]

@@ -41,6 +41,20 @@ RD_GROUP = "Remote Desktop"
 RD_WS_GROUP = "Remote Desktop (WebSocket)"
 
 TERMSERVICE = "TermService"
+
+# System-log events when the RDP certificate's private key is unusable (Microsoft Learn,
+# "Troubleshoot Azure VM RDP connection issues by Event ID", scenario 1; sources.md s6)
+RCM_PROVIDER = "Microsoft-Windows-TerminalServices-RemoteConnectionManager"
+SCHANNEL_PROVIDER = "Schannel"
+EVENT_CERT_CREATE_FAILED = 1057  # failed to create a new self-signed certificate
+EVENT_CERT_REPLACE_FAILED = 1058  # failed to replace the expired self-signed certificate
+EVENT_TLS_KEY_ACCESS_FAILED = 36870  # fatal error accessing the TLS server credential key
+SEC_E_UNKNOWN_CREDENTIALS = 0x8009030D  # the code 36870 reports
+CERT_KEY_EVENTS = (
+    f"{RCM_PROVIDER}/{EVENT_CERT_CREATE_FAILED}",
+    f"{RCM_PROVIDER}/{EVENT_CERT_REPLACE_FAILED}",
+    f"{SCHANNEL_PROVIDER}/{EVENT_TLS_KEY_ACCESS_FAILED}",
+)
 WATCHED_SERVICES = ("TermService", "SessionEnv", "UmRdpService", "Dnscache")
 
 # SecurityLayer values (sources.md s4)

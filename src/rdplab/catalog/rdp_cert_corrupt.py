@@ -2,15 +2,31 @@
 
 TermService keeps its self-signed certificate in the LocalMachine "Remote Desktop" store
 and the key under %ProgramData%\\Microsoft\\Crypto\\RSA\\MachineKeys. With the key file
-corrupt, the TLS handshake after X.224 fails. Deleting the certificate and restarting
-TermService makes it create a fresh one (docs/sources.md s6; seed article: a reboot
-recreates it).
+corrupt, the TLS handshake after X.224 fails. Microsoft documents what the user sees as
+"An internal error has occurred" and, on the host, TermService events 1057/1058 and
+Schannel 36870 (0x8009030D); the seed article counts the failure among 0x904 causes.
+Deleting the certificate and restarting the Remote Desktop Services service makes it
+create a fresh one ("General Remote Desktop connection troubleshooting"; docs/sources.md
+s6; seed article: a reboot recreates it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rdplab import windows as win
-from rdplab.catalog.base import DetectContext, Fault, Finding, Fix, Placement, Symptom, finding, op
+from rdplab.catalog.base import (
+    DetectContext,
+    Fault,
+    Finding,
+    Fix,
+    Placement,
+    Role,
+    Symptom,
+    finding,
+    op,
+)
+from rdplab.facts import Facts
 from rdplab.twin.certs import RD_STORE
 
 ID = "rdp-cert-corrupt"
@@ -36,13 +52,34 @@ def detect(ctx: DetectContext) -> list[Finding]:
                 {"thumbprint": c["thumbprint"], "key": c["key"], "key_file": c["key_file"]}
                 for c in chosen
             ],
+            **_events(ctx.host),
         )
     ]
 
 
+def _events(host: Facts) -> dict[str, object]:
+    """The host's TermService/Schannel events about the key, when they were gathered:
+    evidence to cite, never a reason to fire (an old event outlives its cause)."""
+    events = host.events(win.CERT_KEY_EVENTS)
+    if events is None:
+        return {}
+    return {
+        "events": [
+            {k: e[k] for k in ("provider", "id", "time", "message") if k in e} for e in events
+        ]
+    }
+
+
+def gather_needs(role: Role, gathered: Mapping[Role, Facts]) -> Mapping[str, list[str]]:
+    """The host's System-log events 1057/1058 (TermService) and 36870 (Schannel)."""
+    return {"events": list(win.CERT_KEY_EVENTS)} if role == "host" else {}
+
+
 FIX = Fix(
     "regenerate",
-    "Delete the unusable certificate (and its key file), restart TermService to make a new one.",
+    "Delete the unusable certificate (and its key file), restart TermService to make a new"
+    " one. If none appears: CertPropSvc, KeyIso, CryptSvc and SessionEnv must be running,"
+    " and MachineKeys must grant Administrators Full control, Everyone Read and Write.",
     {
         "host": (
             op("cert.remove", store=RD_STORE, which="unusable"),
@@ -56,20 +93,53 @@ FAULT = Fault(
     id=ID,
     title="Corrupt RDP certificate / MachineKeys private key",
     symptom=Symptom(
-        "tls", "The connection drops right after negotiation: the TLS handshake fails."
+        "tls",
+        "An internal error has occurred. (The connection drops right after negotiation:"
+        " the TLS handshake fails.)",
+        code_source="Microsoft Learn, 'An internal error has occurred' when connecting to a"
+        " remote machine: the dialog, no code given; the seed article counts the failure"
+        " among 0x904 causes, and 0x904/0x7 is the socket closing before a session existed",
     ),
     explanation=(
         "Remote Desktop encrypts the session with TLS using a self-signed certificate that "
         "TermService makes for itself and keeps in the 'Remote Desktop' certificate store. "
         "Its private key is a file in the MachineKeys folder. If that file is damaged or "
         "its permissions are wrong, TermService still offers the certificate but cannot "
-        "use the key, so every TLS handshake fails. Deleting the broken certificate and "
-        "restarting TermService (or rebooting) makes Windows create a healthy one."
+        "use the key, so every TLS handshake fails. Microsoft documents what the user then "
+        "sees as 'An internal error has occurred'; the seed article lists the same failure "
+        "among the causes of error 0x904. On the host, the System log shows TermService "
+        "event 1057 (it failed to create a new self-signed certificate, 'Keyset does not "
+        "exist') or 1058 (it failed to replace an expired one), and Schannel event 36870 "
+        "(it could not reach the TLS server credential's private key, 0x8009030D). The fix "
+        "Microsoft gives: delete the certificate from the 'Remote Desktop' store and restart "
+        "the Remote Desktop Services service (or reboot); Windows creates a healthy one. If "
+        "it does not come back, check that the services it needs are running (CertPropSvc, "
+        "KeyIso, CryptSvc, SessionEnv) and that the MachineKeys folder grants "
+        "Administrators Full control and Everyone Read and Write."
     ),
-    placements=(Placement("host", {"host": (op("machinekeys.corrupt", store=RD_STORE),)}, (FIX,)),),
+    placements=(
+        Placement(
+            "host",
+            {
+                "host": (
+                    op("machinekeys.corrupt", store=RD_STORE),
+                    # the next TermService start meets the bad key (a reboot would too)
+                    op("svc.restart", name=win.TERMSERVICE),
+                )
+            },
+            (FIX,),
+        ),
+    ),
     detect=detect,
+    gather_needs=gather_needs,
     sources=(
-        "Microsoft Learn: Remote Desktop listener certificate configurations (docs/sources.md s6)",
-        "Seed article: rebooting recreates a healthy folder and fresh certificates",
+        "Microsoft Learn: General Remote Desktop connection troubleshooting (delete the"
+        " certificate, restart Remote Desktop Services, check MachineKeys permissions)",
+        "Microsoft Learn: 'An internal error has occurred' when connecting to a remote machine"
+        " (the dialog; CertPropSvc, KeyIso, CryptSvc, SessionEnv must run)",
+        "Microsoft Learn: Troubleshoot Azure VM RDP connection issues by Event ID (events"
+        " 1057, 1058, Schannel 36870 0x8009030D)",
+        "Seed article: listed among 0x904 causes; rebooting recreates fresh certificates",
+        "docs/sources.md s6",
     ),
 )

@@ -18,8 +18,9 @@ from rdplab import mslicensing, policy
 from rdplab import windows as win
 from rdplab.errors import OpError, RdplabError
 from rdplab.ops import BatchResult, Op, OpResult, validate_op
-from rdplab.twin.certs import RD_STORE, CertStores, make_self_signed, thumbprint
+from rdplab.twin.certs import RD_STORE, CertEntry, CertStores, make_self_signed, thumbprint
 from rdplab.twin.dns import DnsClient
+from rdplab.twin.events import EventLog
 from rdplab.twin.firewall import Firewall, port_matches
 from rdplab.twin.registry import Registry, check_value
 from rdplab.twin.services import Services
@@ -49,6 +50,7 @@ class Twin:
     journal: list[dict[str, Any]] = field(default_factory=list)
     zone: Mapping[str, str] = field(default_factory=dict)  # the lab's DNS server
     http_reach: HttpReach = field(default=lambda address: False)
+    events: EventLog = field(default_factory=EventLog)  # the System log; never rolled back
 
     # -- helpers ----------------------------------------------------------------------------
     def lookup(self, key: str, name: str) -> Any:
@@ -78,6 +80,7 @@ class Twin:
             if entry is None:
                 return None, f"SSLCertificateSHA1Hash names {bound.upper()}, which no store holds"
             if not self.certs.usable(entry):
+                self._tls_key_failed(entry)
                 return None, f"bound certificate's private key is {self.certs.key_status(entry)}"
             return entry.describe(), "bound by SSLCertificateSHA1Hash"
         entries = self.certs.entries(RD_STORE)
@@ -87,9 +90,22 @@ class Twin:
             if self.certs.usable(e):
                 return e.describe(), "self-signed certificate from the 'Remote Desktop' store"
         e = entries[0]
+        self._tls_key_failed(e)
         return None, (
             f"certificate {thumbprint(e.cert)} in 'Remote Desktop' is unusable:"
             f" private key {self.certs.key_status(e)} in MachineKeys ({e.key_file})"
+        )
+
+    def _tls_key_failed(self, entry: CertEntry) -> None:
+        """A handshake that cannot use the certificate's private key: Schannel 36870."""
+        if self.certs.key_status(entry) == "ok":
+            return  # expired, not a key problem: no 36870
+        self.events.write(
+            win.SCHANNEL_PROVIDER,
+            win.EVENT_TLS_KEY_ACCESS_FAILED,
+            "A fatal error occurred when attempting to access the TLS server credential"
+            f" private key. The error code returned from the cryptographic module is"
+            f" 0x{win.SEC_E_UNKNOWN_CREDENTIALS:08X}. The internal error state is 10001.",
         )
 
     def _termservice_started(self) -> str:
@@ -102,7 +118,16 @@ class Twin:
         if any(self.certs.usable(e) for e in entries):
             return ""
         if any(self.certs.key_status(e) != "ok" for e in entries):
-            return "existing certificate kept: its private key is unusable"
+            # Windows documents the status "Keyset does not exist" for this event; which
+            # status a corrupt (rather than missing) key file gives is not documented.
+            self.events.write(
+                win.RCM_PROVIDER,
+                win.EVENT_CERT_CREATE_FAILED,
+                "The RD Session Host Server has failed to create a new self signed certificate"
+                " to be used for RD Session Host Server authentication on TLS connections. The"
+                " relevant status code was Keyset does not exist.",
+            )
+            return "existing certificate kept: its private key is unusable (event 1057)"
         self.certs.remove(RD_STORE, "all")
         self.certs.add(RD_STORE, make_self_signed(self.computer.name))
         return "created a new self-signed certificate in 'Remote Desktop'"
@@ -320,6 +345,8 @@ class Twin:
             "credssp": {"tspkg_version": self.tspkg_version},
             "hotfixes": sorted(self.hotfixes),
             "probes": probes,
+            # optional section: only when the request names events (provider/id)
+            **({"events": self.events.query(request["events"])} if "events" in request else {}),
         }
 
     def probe_url(self, url: str) -> dict[str, Any]:
