@@ -14,17 +14,21 @@ from rdplab.scenario import ScenarioRun
 pytestmark = pytest.mark.lab
 
 
-def _ok(run: ScenarioRun) -> None:
+def _ok(run: ScenarioRun, *, needs_fix: bool = False) -> None:
+    """Fail when the run stopped on an error; skip an aspect that needs the fix when the
+    provider could not run it (a script fix on sim: the one skip allowed there)."""
     __tracebackhide__ = True
     if run.error:
         pytest.fail(f"scenario {run.scenario.id} stopped at step {run.failed_step}: {run.error}")
+    if needs_fix and run.skipped:
+        pytest.skip(run.skipped)
 
 
 @pytest.mark.lab_scenarios("healthy")
 @pytest.mark.lab_aspect("healthy")
 def test_healthy(lab_run: ScenarioRun) -> None:
     """A healthy lab: nothing flagged, the connection succeeds, nothing changes."""
-    _ok(lab_run)
+    _ok(lab_run, needs_fix=True)
     assert lab_run.findings == []
     assert lab_run.connection is not None and lab_run.connection.ok, lab_run.connection
     assert lab_run.fix_ops() == {}
@@ -74,18 +78,19 @@ def test_symptom(lab_run: ScenarioRun) -> None:
 @pytest.mark.lab_aspect("fix")
 def test_fix(lab_run: ScenarioRun) -> None:
     """After the fix: no findings and the connection succeeds."""
-    _ok(lab_run)
-    assert sum(b.changes for b in lab_run.fix_results.values()) > 0, "the fix changed nothing"
-    assert lab_run.findings_after == []
+    _ok(lab_run, needs_fix=True)
+    left = [f"{f.fault}@{f.role}: {f.summary} {dict(f.evidence)}" for f in lab_run.findings_after]
+    assert left == [], "still found after the fix:\n" + "\n".join(left)
     conn = lab_run.connection_after
     assert conn is not None and conn.ok, conn and conn.evidence
+    assert sum(b.changes for b in lab_run.fix_results.values()) > 0, "the fix changed nothing"
 
 
 @pytest.mark.lab_scenarios("faulted")
 @pytest.mark.lab_aspect("idempotent")
 def test_idempotent(lab_run: ScenarioRun) -> None:
     """Running the same fix again reports zero changes."""
-    _ok(lab_run)
+    _ok(lab_run, needs_fix=True)
     changed = {
         role: [r.op + ": " + r.detail for r in batch.results if r.changed]
         for role, batch in lab_run.fix_again_results.items()
@@ -96,23 +101,32 @@ def test_idempotent(lab_run: ScenarioRun) -> None:
 @pytest.mark.lab_aspect("collateral")
 def test_no_collateral(lab_run: ScenarioRun) -> None:
     """Against the baseline, only what the faults declare may stay changed."""
-    _ok(lab_run)
+    _ok(lab_run, needs_fix=True)
     assert lab_run.unexpected_diff == {}
 
 
 @pytest.mark.lab_scenarios("faulted")
 @pytest.mark.lab_aspect("security")
 def test_lowers_security_needs_opt_in(lab_run: ScenarioRun) -> None:
-    """A fix that lowers security runs only when the scenario opts in, and is reported."""
-    _ok(lab_run)
-    risky = [af for af in lab_run.fixes if af.fix.risk == "lowers-security"]
+    """A fix that leaves a security setting weaker than the baseline runs only when the
+    scenario opts in. The judge reads the machines' state after the fix (rdplab.security),
+    not the fix's label, so a lab file's own fix is held to it too."""
+    _ok(lab_run, needs_fix=True)
+    assert lab_run.judged, "the security judge did not run"
     if not lab_run.scenario.allow_lowers_security:
-        assert risky == []
-    else:
-        offered = [pf for pf in lab_run.scenario.faults if len(pf.placement.fixes) > 1]
-        assert len(risky) == len(offered) > 0
+        assert lab_run.weakened == [], "\n".join(
+            [
+                "the fix lowers security and the scenario does not opt in"
+                " (allow_lowers_security: true):"
+            ]
+            + [f"  {w}" for w in lab_run.weakened]
+        )
     for w in lab_run.withheld:
         assert w.fix.risk == "lowers-security"
+    if lab_run.scenario.allow_lowers_security and lab_run.scenario.fix is None:
+        risky = [af for af in lab_run.fixes if af.fix.risk == "lowers-security"]
+        offered = [pf for pf in lab_run.scenario.faults if len(pf.placement.fixes) > 1]
+        assert len(risky) == len(offered) > 0
 
 
 @pytest.mark.lab_aspect("calls")

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rdplab import baselines, yamlfile
 from rdplab import catalog as cat
-from rdplab.catalog.base import ROLES, Fault, Placement, Role
-from rdplab.errors import LabFileError
+from rdplab.catalog.base import ROLES, Fault, Fix, Placement, Role
+from rdplab.errors import LabFileError, OpError
 from rdplab.network import Network
+from rdplab.ops import VOCABULARY, Op, render_op, validate_op
 
 _ID = r"^[a-z0-9][a-z0-9-]*$"
 
@@ -53,10 +54,20 @@ class FaultRef(_Strict):
     variant: str = "default"
 
 
+class FixSpec(_Strict):
+    """A scenario's own fix: ops per machine (``rdplab list --json``'s form) or a script."""
+
+    ops: dict[str, list[Any]] | None = None
+    leaves: list[str] = []
+    script: str | None = None
+    on: Literal["client", "host"] | None = None
+
+
 class ScenarioSpec(_Strict):
     id: str = Field(pattern=_ID)
     description: str = ""
     faults: list[Any]
+    fix: FixSpec | None = None
     baselines: dict[Literal["client", "host"], str] = {}
     transport: Literal["tcp", "websocket"] | None = None
     allow_lowers_security: bool = False
@@ -83,6 +94,21 @@ class PlacedFault:
 
 
 @dataclass(frozen=True)
+class ScenarioFix:
+    """The fix a scenario brings along; it replaces the catalog's fixes for that scenario.
+
+    ``fix`` holds the ops per machine and the state it may leave changed (its risk is
+    ``unlabelled``: the security judge decides); a script fix has no ops but ``script``, the
+    Windows PowerShell file run on machine ``on``. ``origin`` says where it came from
+    (``labs/mine.yaml:12``, or ``catalog`` when a test forces a catalog fix)."""
+
+    fix: Fix
+    origin: str
+    script: Path | None = None
+    on: Role | None = None
+
+
+@dataclass(frozen=True)
 class Scenario:
     id: str
     description: str
@@ -93,6 +119,7 @@ class Scenario:
     allow_lowers_security: bool = False
     line: int | None = None
     baseline_search: tuple[Path, ...] = ()
+    fix: ScenarioFix | None = None
 
     @property
     def healthy(self) -> bool:
@@ -240,6 +267,7 @@ def _scenario(
         role: getattr(spec.machines, role).computer_name or _computer_name(network, role)
         for role in ROLES
     }
+    fix = _scenario_fix(doc, sc, loc, network) if sc.fix is not None else None
     return Scenario(
         id=sc.id,
         description=sc.description,
@@ -250,7 +278,62 @@ def _scenario(
         allow_lowers_security=sc.allow_lowers_security,
         line=doc.line_of(loc),
         baseline_search=search,
+        fix=fix,
     )
+
+
+class OpSpecEntry(_Strict):
+    op: str
+    args: dict[str, Any] = {}
+
+
+def _scenario_fix(
+    doc: yamlfile.Located, sc: ScenarioSpec, loc: yamlfile.PathKey, network: Network
+) -> ScenarioFix:
+    """Check a scenario's ``fix:`` the way the catalog's fixes are checked: known ops,
+    well-typed arguments, known roles, placeholders the lab can fill; a script exists."""
+    spec = sc.fix
+    assert spec is not None
+    floc = (*loc, "fix")
+    origin = f"{doc.path}:{doc.line_of(floc)}"
+    if (spec.ops is None) == (spec.script is None):
+        raise doc.error(floc, "give either ops (per machine) or script (with on: client|host)")
+    if spec.script is not None:
+        if spec.on is None:
+            raise doc.error(floc, "a script fix needs on: client or on: host")
+        path = (doc.path.parent / spec.script).resolve()
+        if not path.is_file():
+            raise doc.error((*floc, "script"), f"script not found: {path}")
+        fix = Fix("script", f"{spec.script} on {spec.on}", {}, "unlabelled", tuple(spec.leaves))
+        return ScenarioFix(fix, origin, path, spec.on)
+    if spec.on is not None:
+        raise doc.error((*floc, "on"), "on: goes with script; ops are already per machine")
+    ops: dict[Role, tuple[Op, ...]] = {}
+    context = network.context()
+    for role, entries in (spec.ops or {}).items():
+        rloc = (*floc, "ops", role)
+        if role not in ROLES:
+            raise doc.error(rloc, f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+        parsed: list[Op] = []
+        for k, raw in enumerate(entries):
+            oloc = (*rloc, k)
+            if not isinstance(raw, dict):
+                raise doc.error(oloc, "must be a mapping like {op: reg.set, args: {...}}")
+            entry = doc.validate(OpSpecEntry, raw, base=oloc)
+            op = Op(entry.op, entry.args)
+            try:
+                validate_op(op)
+                validate_op(render_op(op, context))
+            except OpError as exc:
+                where = (*oloc, "op") if entry.op not in VOCABULARY else (*oloc, "args")
+                raise doc.error(where, exc.message) from None
+            parsed.append(op)
+        if parsed:
+            ops[role] = tuple(parsed)
+    if not ops:
+        raise doc.error((*floc, "ops"), "a fix needs at least one op")
+    fix = Fix("custom", f"custom fix from {origin}", ops, "unlabelled", tuple(spec.leaves))
+    return ScenarioFix(fix, origin)
 
 
 def _computer_name(net: Network, role: Role) -> str:

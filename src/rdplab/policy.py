@@ -57,6 +57,13 @@ def user_authentication(lookup: Lookup) -> Effective:
     return effective(lookup, "UserAuthentication", win.TS_POLICY_KEY, win.RDP_TCP_KEY, 1)
 
 
+def min_encryption_level(lookup: Lookup) -> Effective:
+    # "Set client connection encryption level" writes MinEncryptionLevel under the policy
+    # key; RDP-Tcp holds the local one. 2 (Client Compatible) when neither is set
+    # (reference table; Win32_TSGeneralSetting SetEncryptionLevel for the values).
+    return effective(lookup, "MinEncryptionLevel", win.TS_POLICY_KEY, win.RDP_TCP_KEY, 2)
+
+
 def listener_port(lookup: Lookup) -> int:
     port = lookup(win.RDP_TCP_KEY, "PortNumber")
     return int(port) if port is not None else win.DEFAULT_RDP_PORT

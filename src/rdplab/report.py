@@ -66,7 +66,10 @@ def evidence_html(run: ScenarioRun, aspect: str) -> str:
         parts.append(_h("findings") + _pre([f.to_json() for f in run.findings]))
     if aspect in ("symptom", "healthy"):
         parts.append(_h("connection before the fix") + stages(run.connection))
+    if run.skipped and aspect not in ("detect", "symptom", "calls"):
+        parts.append(_h(f"skipped at step {run.skipped_step}") + _pre(run.skipped))
     if aspect in ("fix", "security", "healthy"):
+        parts.append(fix_origin(run))
         parts.append(_h("fix ops applied") + _pre(run.fix_ops()))
         parts.append(
             _h("fix results")
@@ -89,8 +92,26 @@ def evidence_html(run: ScenarioRun, aspect: str) -> str:
     return "\n".join(parts)
 
 
+def fix_origin(run: ScenarioRun) -> str:
+    """Where the applied fix came from: the catalog, or the lab file (a scenario's own)."""
+    own = run.scenario.fix
+    if own is None:
+        return "<p>fix: from the fault catalog</p>"
+    what = f"script {own.script.name} on {own.on}" if own.script else "ops"
+    return (
+        f"<p><b>fix: from the lab file</b> ({html.escape(own.origin)}), {html.escape(what)};"
+        " it replaces the catalog's fixes for this scenario</p>"
+    )
+
+
 def security_notes(run: ScenarioRun) -> list[str]:
+    """The judge's verdict (from the state after the fix) and the labels' story."""
     notes = []
+    if run.judged:
+        opted = "scenario opted in" if run.scenario.allow_lowers_security else "NOT opted in"
+        notes += [f"WEAKENED ({opted}): {w}" for w in run.weakened]
+        if not run.weakened:
+            notes.append("judge: no security setting is weaker than at the baseline")
     for af in run.fixes:
         if af.fix.risk == "lowers-security":
             notes.append(
@@ -114,6 +135,7 @@ def properties(run: ScenarioRun) -> list[tuple[str, str]]:
         ("findings", ", ".join(f"{f.fault}@{f.role}" for f in run.findings) or "none"),
         ("failed_stage", (conn.failed_stage or "none") if conn else "n/a"),
         ("fix_ops", json.dumps(run.fix_ops())),
+        ("fix_origin", run.scenario.fix.origin if run.scenario.fix else "catalog"),
         ("unexpected_diff", json.dumps(run.unexpected_diff, default=str)),
         ("max_calls_per_machine_phase", str(run.max_calls_per_machine_phase)),
     ]

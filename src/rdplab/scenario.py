@@ -5,7 +5,13 @@ order or subset (``DIAGNOSE``, ``BREAK``, ...), so the lab suite, ``diagnose``, 
 exercises and ``serve`` share one path for each piece of work.
 
 reset -> baseline -> break -> gather -> detect -> connect -> fix -> verify (gather, detect,
-connect) -> fix again (must change nothing) -> diff against the baseline.
+connect) -> fix again (must change nothing) -> diff against the baseline -> judge (does the
+state after the fix weaken security against the baseline? ``rdplab.security``).
+
+A scenario that brings its own fix (``fix:`` in the lab file, ``Scenario.fix``) runs it in
+place of the catalog's. A script fix needs Windows PowerShell: where the provider has none
+(``sim``), the fix step ends the run with ``run.skipped`` set, and the aspects that need the
+fix are skipped with that reason.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from rdplab.lab import Scenario
 from rdplab.network import Network
 from rdplab.ops import BatchResult, Op, render, render_op
 from rdplab.providers.base import LabMachines, Provider
+from rdplab.security import Weakening, judge
 
 
 @dataclass
@@ -33,6 +40,12 @@ class AppliedFix:
     on: Role
     fix: Fix
     ops: dict[Role, list[Op]]
+    origin: str = "catalog"  # or the lab file and line of a scenario's own fix
+
+
+class StepSkip(Exception):  # noqa: N818 - a skip, not an error
+    """A step cannot run on this provider (a script fix on ``sim``): the run stops there,
+    without an error, and ``run.skipped`` holds the reason."""
 
 
 @dataclass
@@ -55,6 +68,10 @@ class ScenarioRun:
     fix_again_results: dict[str, BatchResult] = field(default_factory=dict)
     diff: dict[str, list[tuple[str, Any, Any]]] = field(default_factory=dict)
     allowed: list[str] = field(default_factory=list)
+    weakened: list[Weakening] = field(default_factory=list)
+    judged: bool = False
+    skipped: str | None = None
+    skipped_step: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
     max_calls_per_machine_phase: int = 0
     seconds: float = 0.0
@@ -62,6 +79,7 @@ class ScenarioRun:
     provider_obj: Provider | None = field(default=None, repr=False, compare=False)
     machines: LabMachines | None = field(default=None, repr=False, compare=False)
     base: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    after: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
     facts: dict[Role, Facts] = field(default_factory=dict, repr=False, compare=False)
     facts_after: dict[Role, Facts] = field(default_factory=dict, repr=False, compare=False)
 
@@ -171,7 +189,21 @@ def detect(facts: Mapping[Role, Facts], net: Network) -> list[Finding]:
 
 
 def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
+    """The fixes to apply and those withheld (they lower security and the scenario did not
+    opt in). A scenario's own fix replaces the catalog's: it is the one fix, none withheld."""
     ctx = scenario.network.context()
+    if scenario.fix is not None:
+        own = scenario.fix
+        ops = {role: [render_op(o, ctx) for o in own.fix.ops.get(role, ())] for role in ROLES}
+        on: Role = "host"
+        if own.on is not None:
+            on = own.on
+        elif ops["client"] and not ops["host"]:
+            on = "client"
+        faults = ", ".join(pf.label for pf in scenario.faults) or "(no fault)"
+        return [
+            AppliedFix(faults, on, own.fix, {r: o for r, o in ops.items() if o}, own.origin)
+        ], []
     chosen: list[AppliedFix] = []
     withheld: list[AppliedFix] = []
     for pf in scenario.faults:
@@ -275,7 +307,25 @@ def connect(run: ScenarioRun) -> None:
 @step("fix")
 def fix(run: ScenarioRun) -> None:
     run.fixes, run.withheld = plan_fixes(run.scenario)
-    run.fix_results = apply_plan(run.lab, run._fix_plan(), "fix")
+    run.fix_results = apply_fix(run)
+
+
+def apply_fix(run: ScenarioRun) -> dict[str, BatchResult]:
+    """The planned fix, one call per machine: its op batches, or a scenario's script."""
+    own = run.scenario.fix
+    if own is None or own.script is None:
+        return apply_plan(run.lab, run._fix_plan(), "fix")
+    assert own.on is not None
+    backend = run.lab.backend(own.on)
+    if not backend.runs_powershell:
+        raise StepSkip(
+            f"the scenario's fix is a PowerShell script ({own.script.name}) and provider"
+            f" {run.provider} runs no PowerShell ({run.runs_on}); run it on a real provider"
+        )
+    result = backend.run_script(own.script.read_text(encoding="utf-8-sig"))
+    if result.errors:
+        raise RdplabError(f"fix script on {own.on} failed: {result.errors[0].error}")
+    return {own.on: result}
 
 
 @step("verify-gather")
@@ -296,12 +346,13 @@ def verify_connect(run: ScenarioRun) -> None:
 
 @step("fix-again")
 def fix_again(run: ScenarioRun) -> None:
-    run.fix_again_results = apply_plan(run.lab, run._fix_plan(), "fix")
+    run.fix_again_results = apply_fix(run)
 
 
 @step("diff")
 def diff_step(run: ScenarioRun) -> None:
-    after = {role: run.lab.backend(role).snapshot() for role in ROLES}
+    after: dict[str, dict[str, Any]] = {role: run.lab.backend(role).snapshot() for role in ROLES}
+    run.after = after
     run.diff = {role: diff(run.base[role], after[role]) for role in ROLES}
     ctx = run.ctx_values
     run.allowed = sorted(
@@ -309,6 +360,14 @@ def diff_step(run: ScenarioRun) -> None:
         for p in {p for pf in run.scenario.faults for p in pf.placement.leaves}
         | {p for af in run.fixes for p in af.fix.leaves}
     )
+
+
+@step("judge", remote=False)
+def judge_step(run: ScenarioRun) -> None:
+    """Security: the state after the fix (the diff step's snapshots) against the baseline,
+    setting by setting (``rdplab.security.SETTINGS``). Reads state, not the fix's label."""
+    run.weakened = judge(run.base, run.after)
+    run.judged = True
 
 
 def steps(*names: str) -> tuple[Step, ...]:
@@ -330,6 +389,7 @@ STEPS = steps(
     "verify-connect",
     "fix-again",
     "diff",
+    "judge",
 )
 #: Put a scenario's faults in place on fresh machines (exercises, serve, ``rdplab break``).
 BREAK = steps("reset", "break")
@@ -355,6 +415,8 @@ def run_steps(run: ScenarioRun, sequence: Iterable[Step]) -> ScenarioRun:
                 run.machines.calls.phase = st.phase
             st.func(run)
             run.steps.append(st.name)
+    except StepSkip as skip:
+        run.skipped, run.skipped_step = str(skip), current
     except RdplabError as exc:
         run.error, run.failed_step = exc.message, current
     finally:

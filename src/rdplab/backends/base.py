@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any
 
+from rdplab.errors import BackendError
 from rdplab.facts import Facts
 from rdplab.ops import BatchResult, Op
 
@@ -44,6 +45,14 @@ class Backend(ABC):
 
     @abstractmethod
     def gather(self, request: dict[str, Any] | None = None) -> Facts: ...
+
+    #: Whether ``run_script`` can run Windows PowerShell here (real machines only).
+    runs_powershell = False
+
+    def run_script(self, script: str, parameters: tuple[str, ...] = ()) -> BatchResult:
+        """Run a Windows PowerShell script (a scenario's script fix, an exported remediation
+        script) on the machine in ONE call, with these switch parameters (``-WhatIf``)."""
+        raise BackendError(self.role, "this machine runs no PowerShell")
 
     def snapshot(self) -> dict[str, Any]:
         """State for the no-collateral diff: the facts (one call), in the twin's snapshot

@@ -15,7 +15,8 @@ from rdplab.ops import Op
 
 Role = Literal["client", "host"]
 ROLES: tuple[Role, ...] = ("client", "host")
-Risk = Literal["safe", "lowers-security"]
+#: ``unlabelled``: a lab file's own fix, which carries no label (the security judge decides).
+Risk = Literal["safe", "lowers-security", "unlabelled"]
 STAGES = ("name-resolution", "tcp", "x224", "tls", "credssp", "licensing")
 
 

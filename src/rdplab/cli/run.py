@@ -47,11 +47,17 @@ def run(
             ok = (
                 not r.error
                 and {(f.fault, f.role) for f in r.findings} == sc.expected()
-                and not r.findings_after
-                and r.connection_after is not None
-                and r.connection_after.ok
-                and not r.unexpected_diff
-                and all(b.changes == 0 for b in r.fix_again_results.values())
+                and (
+                    r.skipped is not None
+                    or (
+                        not r.findings_after
+                        and r.connection_after is not None
+                        and r.connection_after.ok
+                        and not r.unexpected_diff
+                        and all(b.changes == 0 for b in r.fix_again_results.values())
+                        and (sc.allow_lowers_security or not r.weakened)
+                    )
+                )
             )
             failed += not ok
             rows.append((sc, r, ok))
@@ -65,6 +71,9 @@ def run(
                         "findings": [f.to_json() for f in r.findings],
                         "failed_stage": r.connection.failed_stage if r.connection else None,
                         "error": r.error,
+                        "skipped": r.skipped,
+                        "weakened": [w.to_json() for w in r.weakened],
+                        "fix_origin": sc.fix.origin if sc.fix else "catalog",
                     }
                     for sc, r, ok in rows
                 ],
@@ -80,7 +89,8 @@ def run(
         for sc, r, ok in rows:
             table.add_row(
                 sc.id,
-                "[green]ok[/]" if ok else f"[red]FAIL[/] {r.error or ''}",
+                ("[green]ok[/]" if ok else f"[red]FAIL[/] {r.error or ''}")
+                + (f" [yellow]fix skipped[/]: {r.skipped}" if r.skipped else ""),
                 ", ".join(f"{f.fault}@{f.role}" for f in r.findings) or "-",
                 (r.connection.failed_stage or "-") if r.connection else "-",
                 str(sum(len(v) for v in r.fix_ops().values())),

@@ -1,0 +1,123 @@
+"""A lab file's own fixes (labs/custom-fixes.yaml) held to every aspect of tests/test_lab.py,
+in ONE run of the lab suite as a user runs it (pytest in a subprocess, JUnit XML read back).
+
+Each done-when case of issue 8 is a test of its own: the correct fix passes every aspect,
+the incomplete one fails test_fix with the evidence, the one that weakens the client fails
+test_lowers_security_needs_opt_in unless the scenario opts in, the one that touches an
+unrelated watched value fails test_no_collateral, and the script fix is skipped on sim
+(the one skip allowed there) with the reason.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / "labs" / "custom-fixes.yaml"
+ASPECTS = (
+    "test_detect",
+    "test_symptom",
+    "test_fix",
+    "test_idempotent",
+    "test_no_collateral",
+    "test_lowers_security_needs_opt_in",
+    "test_call_budget",
+)
+
+
+@dataclass
+class Outcome:
+    status: str  # passed | failed | skipped
+    text: str
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Outcome]:
+    xml = tmp_path_factory.mktemp("junit") / "lab.xml"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_lab.py",
+            f"--lab-file={LAB}",
+            f"--junitxml={xml}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # some fail on purpose
+    out: dict[tuple[str, str], Outcome] = {}
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        name, _, scenario = case.get("name", "").partition("[")
+        status, text = "passed", ""
+        for kind in ("failure", "error", "skipped"):
+            el = case.find(kind)
+            if el is not None:
+                status = "skipped" if kind == "skipped" else "failed"
+                text = (el.get("message") or "") + "\n" + (el.text or "")
+        out[(name, scenario.rstrip("]"))] = Outcome(status, text)
+    return out
+
+
+def _failed(outcomes: dict[tuple[str, str], Outcome], scenario: str) -> set[str]:
+    return {a for a in ASPECTS if outcomes[(a, scenario)].status == "failed"}
+
+
+def test_correct_custom_fix_passes_every_aspect(outcomes: dict[tuple[str, str], Outcome]) -> None:
+    assert {a: outcomes[(a, "my-rdp-fix")].status for a in ASPECTS} == dict.fromkeys(
+        ASPECTS, "passed"
+    )
+
+
+def test_incomplete_custom_fix_fails_test_fix_with_evidence(
+    outcomes: dict[tuple[str, str], Outcome],
+) -> None:
+    assert "test_fix" in _failed(outcomes, "my-rdp-fix-incomplete")
+    text = outcomes[("test_fix", "my-rdp-fix-incomplete")].text
+    assert "fDenyTSConnections=1 (policy)" in text  # the finding's evidence: the policy wins
+    assert outcomes[("test_detect", "my-rdp-fix-incomplete")].status == "passed"
+
+
+def test_custom_fix_lowering_security_fails_without_opt_in(
+    outcomes: dict[tuple[str, str], Outcome],
+) -> None:
+    assert _failed(outcomes, "my-connect-anyway-lowers-security") == {
+        "test_lowers_security_needs_opt_in"
+    }
+    text = outcomes[("test_lowers_security_needs_opt_in", "my-connect-anyway-lowers-security")].text
+    assert "client: AuthenticationLevel 2 (warn) [default] -> 0 (always connect) [policy]" in text
+    assert "IMsRdpClientAdvancedSettings4::AuthenticationLevel" in text  # its source
+    assert _failed(outcomes, "my-connect-anyway-opted-in") == set()
+
+
+def test_custom_fix_with_collateral_fails_test_no_collateral(
+    outcomes: dict[tuple[str, str], Outcome],
+) -> None:
+    assert _failed(outcomes, "my-rdp-fix-collateral") == {"test_no_collateral"}
+    assert "fSingleSessionPerUser" in outcomes[("test_no_collateral", "my-rdp-fix-collateral")].text
+
+
+def test_script_fix_is_skipped_on_sim_with_the_reason(
+    outcomes: dict[tuple[str, str], Outcome],
+) -> None:
+    needs_fix = ("test_fix", "test_idempotent", "test_no_collateral")
+    for aspect in (*needs_fix, "test_lowers_security_needs_opt_in"):
+        got = outcomes[(aspect, "my-script-fix")]
+        assert got.status == "skipped", aspect
+        assert "PowerShell script (enable-rdp.ps1)" in got.text and "sim" in got.text
+    for aspect in ("test_detect", "test_symptom", "test_call_budget"):
+        assert outcomes[(aspect, "my-script-fix")].status == "passed", aspect
+    skipped = [k for k, o in outcomes.items() if o.status == "skipped"]
+    assert {scenario for _, scenario in skipped} == {"my-script-fix"}  # the only sim skip
