@@ -75,7 +75,8 @@ _SOURCES = {
     "revocation": "Seed article: AllowCertRevocationCheck=0 turns the client's revocation"
     " check off (undocumented by Microsoft); docs/sources.md s2",
     "server_auth": "Microsoft Learn: IMsRdpClientAdvancedSettings4::AuthenticationLevel"
-    " (0 always connect, 2 warn, 1 do not connect); TerminalServer.admx TS_SERVER_AUTH;"
+    " (0 always connect, 2 warn, 1 do not connect) and the .rdp property (3 no requirement"
+    " specified, its default); TerminalServer.admx TS_SERVER_AUTH;"
     " docs/sources.md s3",
     "firewall": "Microsoft Learn: Windows Firewall rules (a rule applies to the profiles it"
     " lists; a profile with its firewall off lets everything in); docs/sources.md s9",
@@ -131,8 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
         "AuthenticationLevel",
         "client",
         policy.server_auth_level,
-        (0, 2, 1),
-        {0: "always connect", 1: "do not connect", 2: "warn"},
+        (0, 3, 2, 1),
+        {0: "always connect", 1: "do not connect", 2: "warn", 3: "no requirement specified"},
         _SOURCES["server_auth"],
     ),
 )

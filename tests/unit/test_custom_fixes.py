@@ -97,7 +97,8 @@ def test_custom_fix_lowering_security_fails_without_opt_in(
         "test_lowers_security_needs_opt_in"
     }
     text = outcomes[("test_lowers_security_needs_opt_in", "my-connect-anyway-lowers-security")].text
-    assert "client: AuthenticationLevel 2 (warn) [default] -> 0 (always connect) [policy]" in text
+    assert "client: AuthenticationLevel 3 (no requirement specified) [rdp-file default]" in text
+    assert "-> 0 (always connect) [policy]" in text
     assert "IMsRdpClientAdvancedSettings4::AuthenticationLevel" in text  # its source
     assert _failed(outcomes, "my-connect-anyway-opted-in") == set()
 

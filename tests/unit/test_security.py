@@ -88,9 +88,13 @@ def test_weakening_names_setting_values_and_source() -> None:
     assert len(found) == 1
     w = found[0]
     assert w.setting == "AuthenticationLevel"
-    assert w.before.startswith("2 (warn)") and w.after.startswith("0 (always connect)")
+    assert w.before.startswith("3 (no requirement specified)")
+    assert w.after.startswith("0 (always connect)")
     assert "AuthenticationLevel" in w.source and "sources.md" in w.source
-    assert "AuthenticationLevel 2 (warn) [default] -> 0 (always connect) [policy]" in str(w)
+    assert (
+        "AuthenticationLevel 3 (no requirement specified) [rdp-file default]"
+        " -> 0 (always connect) [policy]"
+    ) in str(w)
 
 
 @pytest.mark.parametrize(
@@ -98,6 +102,7 @@ def test_weakening_names_setting_values_and_source() -> None:
     [
         ("client", {}, {"AuthenticationLevel": 1}, False),  # warn -> do not connect: stronger
         ("client", {"AuthenticationLevel": 1}, {"AuthenticationLevel": 2}, True),
+        ("client", {"AuthenticationLevel": 2}, {}, True),  # warn -> the .rdp default 3
         ("host", {}, {"SecurityLayer": 0}, True),
         ("host", {"SecurityLayer": 0}, {}, False),
         ("host", {}, {"UserAuthentication": 0}, True),
