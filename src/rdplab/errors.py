@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 class RdplabError(Exception):
-    """Base of every error rdplab raises on purpose."""
+    """Base of every error rdplab raises on purpose. On the command line every one of them
+    is exit code 2 (README, "Exit codes"): 1 means findings, never an error."""
 
     exit_code = 2
 
@@ -43,8 +44,6 @@ class OpError(RdplabError):
 class BackendError(RdplabError):
     """A machine could not be reached or answered something unusable."""
 
-    exit_code = 3
-
     def __init__(self, host: str, message: str) -> None:
         super().__init__(f"{host}: {message}")
         self.host = host
@@ -52,5 +51,3 @@ class BackendError(RdplabError):
 
 class ProviderError(RdplabError):
     """A provider could not build, reset or tear down the lab."""
-
-    exit_code = 3

@@ -48,6 +48,18 @@ class StepSkip(Exception):  # noqa: N818 - a skip, not an error
     without an error, and ``run.skipped`` holds the reason."""
 
 
+@dataclass(frozen=True)
+class FixChoice:
+    """Which fixes ``plan-fix`` picks for the findings (``rdplab fix``): every finding's
+    first safe fix, or only the findings of ``faults``, or the fixes named in ``fixes``
+    (each replaces the default for the findings that offer it). A fix that lowers security
+    is picked only when named and ``allow_lowers_security`` is set."""
+
+    faults: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()
+    allow_lowers_security: bool = False
+
+
 @dataclass
 class ScenarioRun:
     scenario: Scenario
@@ -75,6 +87,9 @@ class ScenarioRun:
     calls: dict[str, int] = field(default_factory=dict)
     max_calls_per_machine_phase: int = 0
     seconds: float = 0.0
+    fix_choice: FixChoice = field(default_factory=FixChoice)
+    #: named fixes that lower security and were not allowed (plan-fix refuses to apply)
+    refused: list[AppliedFix] = field(default_factory=list)
     # working state shared by the steps (not evidence: left out of repr and comparisons)
     provider_obj: Provider | None = field(default=None, repr=False, compare=False)
     machines: LabMachines | None = field(default=None, repr=False, compare=False)
@@ -217,6 +232,47 @@ def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
     return chosen, withheld
 
 
+def offered_fixes(found: Finding, scenario: Scenario) -> list[AppliedFix]:
+    """Every fix the fault offers on the finding's machine (its placements there), with
+    its ops rendered for the scenario's network."""
+    ctx = scenario.network.context()
+    fixes = {
+        fx.id: fx for p in cat.get(found.fault).placements if p.on == found.role for fx in p.fixes
+    }
+    out = []
+    for fx in fixes.values():
+        ops = {role: [render_op(o, ctx) for o in fx.ops.get(role, ())] for role in ROLES}
+        out.append(AppliedFix(found.fault, found.role, fx, {r: o for r, o in ops.items() if o}))
+    return out
+
+
+def fixes_for_findings(
+    findings: Iterable[Finding], scenario: Scenario, choice: FixChoice
+) -> tuple[list[AppliedFix], list[AppliedFix], list[AppliedFix]]:
+    """(chosen, withheld, refused) fixes for what detection found: the first safe fix of
+    each finding unless ``choice`` names another; the other lowers-security fixes are
+    withheld, and a named one is refused unless ``choice`` allows lowering security."""
+    chosen: list[AppliedFix] = []
+    withheld: list[AppliedFix] = []
+    refused: list[AppliedFix] = []
+    for f in findings:
+        if choice.faults and f.fault not in choice.faults:
+            continue
+        offered = offered_fixes(f, scenario)
+        named = [af for af in offered if af.fix.id in choice.fixes]
+        if choice.fixes and not named:
+            continue
+        picks = named or [next(af for af in offered if af.fix.risk == "safe")]
+        for af in offered:
+            if af in picks and (af.fix.risk == "safe" or choice.allow_lowers_security):
+                chosen.append(af)
+            elif af in picks:
+                refused.append(af)
+            elif af.fix.risk == "lowers-security":
+                withheld.append(af)
+    return chosen, withheld, refused
+
+
 def break_plan(scenario: Scenario) -> dict[Role, list[Op]]:
     """The ops that put the scenario's faults in place, per machine."""
     ctx = scenario.network.context()
@@ -277,6 +333,13 @@ def reset(run: ScenarioRun) -> None:
     run.machines = run.provider_obj.reset(run.scenario)
 
 
+@step("attach", remote=False)  # the machines as they are: nothing restored, nothing changed
+def attach(run: ScenarioRun) -> None:
+    if run.provider_obj is None:
+        raise RdplabError("no provider to attach to the machines with")
+    run.machines = run.provider_obj.attach(run.scenario)
+
+
 @step("baseline")
 def baseline(run: ScenarioRun) -> None:
     run.base = {role: run.lab.backend(role).snapshot() for role in ROLES}
@@ -326,6 +389,19 @@ def apply_fix(run: ScenarioRun) -> dict[str, BatchResult]:
     if result.errors:
         raise RdplabError(f"fix script on {own.on} failed: {result.errors[0].error}")
     return {own.on: result}
+
+
+@step("plan-fix", remote=False)
+def plan_fix(run: ScenarioRun) -> None:
+    """The fixes for what the detect step found (not the scenario's planted faults)."""
+    run.fixes, run.withheld, run.refused = fixes_for_findings(
+        run.findings, run.scenario, run.fix_choice
+    )
+
+
+@step("apply-fix")
+def apply_fix(run: ScenarioRun) -> None:
+    run.fix_results = apply_plan(run.lab, run._fix_plan(), "fix")
 
 
 @step("verify-gather")
@@ -397,6 +473,10 @@ BREAK = steps("reset", "break")
 DIAGNOSE = steps("gather", "detect", "connect")
 #: Repair and prove it (``rdplab fix`` after a diagnose).
 REPAIR = steps("fix", "verify-gather", "verify-detect", "verify-connect")
+#: Real machines as they are (``rdplab diagnose --inventory``): nothing is restored.
+DIAGNOSE_AS_IS = steps("attach", "gather", "detect", "connect")
+#: Repair what detection found, and prove it (``rdplab fix`` after DIAGNOSE).
+REPAIR_FOUND = steps("plan-fix", "apply-fix", "verify-gather", "verify-detect", "verify-connect")
 
 
 def new_run(provider: Provider, scenario: Scenario) -> ScenarioRun:

@@ -44,15 +44,18 @@ class AgentBackend(Backend):
             return "missing"
         return "current" if text.upper() == agent_sha256() else "stale"
 
-    def ensure_agent(self, install: bool = True) -> str:
-        """Make sure the current agent is at AGENT_PATH; return what was done."""
+    def ensure_agent(
+        self, install: bool = True, hint: str = "run with agent install enabled"
+    ) -> str:
+        """Make sure the current agent is at AGENT_PATH; return what was done. ``hint``:
+        how the user enables the install, named when it is off and the agent is needed."""
         state = self.agent_state()
         if state == "current":
             return "agent current"
         if not install:
             raise BackendError(
                 self.host,
-                f"the rdplab agent at {AGENT_PATH} is {state}; run with agent install enabled",
+                f"the rdplab agent at {AGENT_PATH} is {state}; {hint}",
             )
         import base64
 

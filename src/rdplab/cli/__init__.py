@@ -6,6 +6,7 @@ rdplab explain FAULT      one fault's whole story, for trainees
 rdplab train FAULT        the fault broken, seen, found, fixed and proven on the sim lab
 rdplab run [--lab-file]   run a lab file's scenarios on the sim provider, with progress
 rdplab probe HOST[:PORT]  walk an RDP connection from here: TCP, X.224, TLS, CredSSP version
+rdplab diagnose           what breaks RDP between two machines (read-only)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ COMMANDS = (
     "train",
     "run",
     "probe",
+    "diagnose",
 )
 
 for _name in COMMANDS:

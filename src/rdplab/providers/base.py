@@ -9,6 +9,7 @@ from typing import Any
 from rdplab.backends.base import Backend, CallLog
 from rdplab.catalog.base import Role
 from rdplab.connection import ConnectionResult
+from rdplab.errors import ProviderError
 from rdplab.lab import Scenario
 
 
@@ -30,6 +31,14 @@ class Provider(ABC):
     @abstractmethod
     def reset(self, scenario: Scenario) -> LabMachines:
         """Bring both machines to their healthy baseline for this scenario."""
+
+    def attach(self, scenario: Scenario) -> LabMachines:
+        """The machines as they are, nothing restored (``rdplab diagnose`` on real
+        machines). Providers that only build fresh labs cannot."""
+        raise ProviderError(
+            f"the {self.name} provider builds fresh machines; it cannot diagnose machines as"
+            " they are (use --inventory)"
+        )
 
     @abstractmethod
     def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:

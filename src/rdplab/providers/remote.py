@@ -72,6 +72,8 @@ class RemoteProvider(Provider):
     probe_timeout: float = 5.0
     #: install or replace the agent when it is missing or stale (else: a clear error)
     install_agent: bool = True
+    #: how the user turns the install on, for the error when it is off
+    agent_hint: str = "run with agent install enabled"
 
     def __init__(self) -> None:
         self.transports: dict[Role, Transport] = {}
@@ -108,7 +110,9 @@ class RemoteProvider(Provider):
             self.backends[role] = backend
             if role not in self.agent_status:  # once per machine, not per (re)connection
                 try:
-                    self.agent_status[role] = backend.ensure_agent(install=self.install_agent)
+                    self.agent_status[role] = backend.ensure_agent(
+                        install=self.install_agent, hint=self.agent_hint
+                    )
                 except BaseException:
                     self.drop(role)
                     raise
@@ -123,6 +127,10 @@ class RemoteProvider(Provider):
 
     def reset(self, scenario: Scenario) -> LabMachines:
         self.restore(scenario)
+        return self.attach(scenario)
+
+    def attach(self, scenario: Scenario) -> LabMachines:
+        """Both machines as they are, with a fresh call log (``reset`` restores first)."""
         calls = CallLog()
         backends = {role: self.machine(role) for role in ROLES}
         for b in backends.values():
