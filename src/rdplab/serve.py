@@ -55,6 +55,7 @@ Mode = Literal[
 MODES: tuple[str, ...] = Mode.__args__  # type: ignore[attr-defined]
 
 PROTOCOL_RDP, PROTOCOL_SSL, PROTOCOL_HYBRID = 0x0, 0x1, 0x2
+SSL_REQUIRED_BY_SERVER, HYBRID_REQUIRED_BY_SERVER = 0x1, 0x5  # [MS-RDPBCGR] 2.2.1.2.2
 #: [MS-ERREF] 2.3.1: the NTSTATUS a Windows server answers a wrong user name or password
 #: with; [MS-CSSP] 2.2.1 carries it in the TSRequest's errorCode (version 3 and later).
 STATUS_LOGON_FAILURE = 0xC000006D
@@ -96,6 +97,10 @@ class Behaviour:
     credssp_version: int = PATCHED_CREDSSP_VERSION
     identity: Identity | None = None
     reason: str = ""
+    #: the host's SecurityLayer (0 RDP, 1 Negotiate, 2 SSL) and whether it requires NLA
+    #: (UserAuthentication=1): what it answers a client that does not ask for CredSSP
+    security_layer: int = 2
+    nla: bool = False
 
     @property
     def stage(self) -> str | None:
@@ -162,6 +167,9 @@ def behaviour_for(twin: Any, port: int, program: str | None = None) -> Behaviour
     from rdplab import windows as win
     from rdplab.connection import SSL_NOT_ALLOWED_BY_SERVER
 
+    verdict = twin.firewall.evaluate("In", "TCP", port, program or win.TS_PROGRAM)
+    if not verdict.allowed:  # dropped before anything could answer, listener or not
+        return Behaviour(listener="drop", reason=f"the inbound firewall drops it: {verdict.reason}")
     listening = twin.listening()
     if port not in listening:
         why = []
@@ -173,25 +181,32 @@ def behaviour_for(twin: Any, port: int, program: str | None = None) -> Behaviour
         if listening:
             why.append(f"the listener is on {sorted(listening)}")
         return Behaviour(listener="closed", reason=f"nothing listens on {port}: {'; '.join(why)}")
-    verdict = twin.firewall.evaluate("In", "TCP", port, program or win.TS_PROGRAM)
-    if not verdict.allowed:
-        return Behaviour(listener="drop", reason=f"the inbound firewall drops it: {verdict.reason}")
-    if int(policy.security_layer(twin.lookup).value) == win.SECURITY_LAYER_RDP:
+    layer = int(policy.security_layer(twin.lookup).value)
+    nla = bool(int(policy.user_authentication(twin.lookup).value))
+    if layer == win.SECURITY_LAYER_RDP:
         return Behaviour(
             "failure",
             code=SSL_NOT_ALLOWED_BY_SERVER,
+            security_layer=layer,
             reason="SecurityLayer=0 (Standard RDP Security only): RDP_NEG_FAILURE"
             " SSL_NOT_ALLOWED_BY_SERVER to a client asking for TLS or CredSSP",
         )
     cert, why = twin.tls_certificate()
     if cert is None:
-        return Behaviour("tls-reset", reason=f"no usable certificate ({why}): TLS fails")
+        return Behaviour(
+            "tls-reset",
+            security_layer=layer,
+            nla=nla,
+            reason=f"no usable certificate ({why}): TLS fails",
+        )
     patched = win.credssp_patched(twin.tspkg_version)
     version = PATCHED_CREDSSP_VERSION if patched else UNPATCHED_CREDSSP_VERSION
     return Behaviour(
         "negotiate",
         credssp_version=version,
         identity=twin_identity(twin, cert),
+        security_layer=layer,
+        nla=nla,
         reason=f"TLS with {cert['subject']} ({why}); CredSSP version {version}"
         f" ({'with' if patched else 'without'} the 2018 CredSSP update)",
     )
@@ -405,19 +420,19 @@ class RDPServer:
             if b.mode == "garbage":
                 conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
                 return
-            if b.mode == "legacy" or (b.mode == "negotiate" and requested == PROTOCOL_RDP):
-                conn.sendall(confirm(b"" if b.mode == "legacy" else _neg_rsp(PROTOCOL_RDP)))
-                self._event(peer, f"selected PROTOCOL_RDP; {LEGACY_NOTE}")
+            if b.mode == "legacy":
+                conn.sendall(confirm(b""))
+                self._event(peer, f"Connection Confirm without negotiation; {LEGACY_NOTE}")
                 return
-            if b.mode == "failure":
-                conn.sendall(confirm(struct.pack("<BBHI", 3, 0, 8, b.code)))
-                self._event(peer, f"RDP_NEG_FAILURE 0x{b.code:x}, closed")
+            selected, code = _select(b, requested)
+            if code:
+                conn.sendall(confirm(struct.pack("<BBHI", 3, 0, 8, code)))
+                self._event(peer, f"RDP_NEG_FAILURE 0x{code:x}, closed")
                 return
-            if requested == PROTOCOL_RDP:  # a TLS-less client meets a TLS-only failure
-                conn.sendall(confirm(struct.pack("<BBHI", 3, 0, 8, 1)))  # SSL_REQUIRED_BY_SERVER
-                return
-            selected = PROTOCOL_HYBRID if requested & PROTOCOL_HYBRID else PROTOCOL_SSL
             conn.sendall(confirm(_neg_rsp(selected)))
+            if selected == PROTOCOL_RDP:
+                self._event(peer, f"RDP_NEG_RSP selectedProtocol=0x0; {LEGACY_NOTE}")
+                return
             self._event(peer, f"RDP_NEG_RSP selectedProtocol=0x{selected:x}")
             if b.mode == "no-tls":
                 conn.sendall(b"\x03\x00\x00\x0bnot tls at all")
@@ -429,7 +444,7 @@ class RDPServer:
                 # the ClientHello and resets (sources are silent; docs/sources.md s6).
                 conn.recv(16384)
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self._event(peer, "ClientHello read; no usable certificate: connection reset")
+                self._event(peer, "ClientHello read; connection reset (no ServerHello)")
                 return
             self._tls(conn, peer, b, selected)
         except (OSError, struct.error, ValueError):
@@ -467,6 +482,28 @@ class RDPServer:
                     tls.sendall(credssp_wire.ts_error(b.credssp_version, STATUS_LOGON_FAILURE))
                 self._event(peer, "CredSSP: authenticates nobody: STATUS_LOGON_FAILURE")
                 time.sleep(0.2)
+
+
+def _select(b: Behaviour, requested: int) -> tuple[int, int]:
+    """(selectedProtocol, failureCode) for a Connection Request, as [MS-RDPBCGR] 3.3.5.3.2
+    and the failure codes of 2.2.1.2.2 read for the host's settings: CredSSP when asked
+    for; else HYBRID_REQUIRED_BY_SERVER when NLA is required; else TLS when asked for;
+    Standard RDP Security only at SecurityLayer 0 or 1 (Negotiate), otherwise
+    SSL_REQUIRED_BY_SERVER; a SecurityLayer 0 host fails every TLS or CredSSP request
+    with ``code`` (SSL_NOT_ALLOWED_BY_SERVER)."""
+    if b.mode == "failure":
+        if requested == PROTOCOL_RDP and b.security_layer == 0:
+            return PROTOCOL_RDP, 0
+        return PROTOCOL_RDP, b.code
+    if requested & PROTOCOL_HYBRID:
+        return PROTOCOL_HYBRID, 0
+    if b.nla:
+        return PROTOCOL_RDP, HYBRID_REQUIRED_BY_SERVER
+    if requested & PROTOCOL_SSL:
+        return PROTOCOL_SSL, 0
+    if b.security_layer in (0, 1):
+        return PROTOCOL_RDP, 0
+    return PROTOCOL_RDP, SSL_REQUIRED_BY_SERVER
 
 
 def _read_exact(conn: socket.socket, n: int) -> bytes:
@@ -585,6 +622,14 @@ def broken_host(scenario: Any) -> Any:
     host = run.lab.host
     assert isinstance(host, SimBackend)
     return host.twin
+
+
+def host_side(scenario: Any) -> bool:
+    """Whether a fault of the scenario is placed on the host or changes it (a host-side
+    scenario: what ``rdplab serve`` has to show)."""
+    return any(
+        pf.placement.on == "host" or pf.placement.breaks.get("host") for pf in scenario.faults
+    )
 
 
 def host_alone(scenario: Any, host: Any) -> Any:

@@ -20,6 +20,7 @@ from rdplab.serve import (
     broken_host,
     confirm,
     host_alone,
+    host_side,
     ntlm_challenge,
     serving,
 )
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.winrm_loopback  # the loopback network suite (no sshd n
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = load_lab(REPO / "labs" / "rdp-0x904.yaml")
-HOST_SIDE = [s for s in LAB.scenarios if any(pf.placement.on == "host" for pf in s.faults)]
+HOST_SIDE = [s for s in LAB.scenarios if host_side(s)]
 
 
 def program(sc: object) -> str | None:
@@ -132,3 +133,30 @@ def test_port_zero_picks_a_free_port_and_stop_frees_it() -> None:
             assert s.recv(19) == confirm(bytes.fromhex("0203080002000000"))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "requested", "answer"),
+    [
+        (Behaviour(), 0x3, (0x2, 0)),
+        (Behaviour(), 0x1, (0x1, 0)),
+        (Behaviour(nla=True), 0x1, (0x0, 0x5)),  # HYBRID_REQUIRED_BY_SERVER
+        (Behaviour(security_layer=2), 0x0, (0x0, 0x1)),  # SSL_REQUIRED_BY_SERVER
+        (Behaviour(security_layer=1), 0x0, (0x0, 0)),  # Negotiate accepts RDP security
+        (Behaviour("failure", code=0x2, security_layer=0), 0x3, (0x0, 0x2)),
+        (Behaviour("failure", code=0x2, security_layer=0), 0x0, (0x0, 0)),
+    ],
+)
+def test_negotiation_answers(behaviour: Behaviour, requested: int, answer: tuple[int, int]) -> None:
+    """[MS-RDPBCGR] 2.2.1.2.2's failure codes read for the host's SecurityLayer and NLA
+    setting; checked on the wire, not only in the table."""
+    request = bytes.fromhex("030000130ee0000000000001000800") + requested.to_bytes(4, "little")
+    with (
+        serving(behaviour=behaviour) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as s,
+    ):
+        s.sendall(request)
+        reply = s.recv(19)
+    selected, code = answer
+    kind, value = (3, code) if code else (2, selected)
+    assert reply[11] == kind and int.from_bytes(reply[15:19], "little") == value, reply.hex()

@@ -7,6 +7,7 @@ rdplab train FAULT        the fault broken, seen, found, fixed and proven on the
 rdplab run [--lab-file]   run a lab file's scenarios on the sim provider, with progress
 rdplab probe HOST[:PORT]  walk an RDP connection from here: TCP, X.224, TLS, CredSSP version
 rdplab diagnose           what breaks RDP between two machines (read-only)
+rdplab serve -s ID        serve a broken scenario's host for a real RDP client to dial
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ COMMANDS = (
     "run",
     "probe",
     "diagnose",
+    "serve",
 )
 
 for _name in COMMANDS:
