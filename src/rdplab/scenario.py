@@ -400,7 +400,7 @@ def plan_fix(run: ScenarioRun) -> None:
 
 
 @step("apply-fix")
-def apply_fix(run: ScenarioRun) -> None:
+def apply_fix_step(run: ScenarioRun) -> None:
     run.fix_results = apply_plan(run.lab, run._fix_plan(), "fix")
 
 
