@@ -5,6 +5,7 @@ rdplab list [--json]      every fault: id, roles, symptom, fix risk
 rdplab explain FAULT      one fault's whole story, for trainees
 rdplab train FAULT        the fault broken, seen, found, fixed and proven on the sim lab
 rdplab run [--lab-file]   run a lab file's scenarios on the sim provider, with progress
+rdplab export FAULT|--all fixes as standalone Windows PowerShell remediation scripts
 rdplab probe HOST[:PORT]  walk an RDP connection from here: TCP, X.224, TLS, CredSSP version
 rdplab diagnose           what breaks RDP between two machines (read-only)
 rdplab serve -s ID        serve a broken scenario's host for a real RDP client to dial
@@ -24,6 +25,7 @@ COMMANDS = (
     "probe",
     "diagnose",
     "serve",
+    "export",
 )
 
 for _name in COMMANDS:
