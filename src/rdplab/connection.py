@@ -137,10 +137,22 @@ def connect(
 
     # 3. X.224 negotiation
     layer = int(policy.security_layer(host.lookup).value)
-    nla = int(policy.user_authentication(host.lookup).value)
-    auth_level = int(policy.server_auth_level(client.lookup).value)
+    nla = policy.user_authentication(host.lookup)
+    auth = policy.server_auth_level(client.lookup)
     if layer == win.SECURITY_LAYER_RDP:
-        if auth_level == win.SERVER_AUTH_REQUIRE:
+        # Three OPEN QUESTIONS meet here; the twin picks one answer to each (docs/sources.md
+        # s4, "Open questions"; tests/unit/test_open_questions.py names each choice):
+        # (a) [MS-RDPBCGR] 3.3.5.3.2 lets a Standard-RDP-only server answer mstsc's
+        #     SSL|HYBRID request with RDP_NEG_FAILURE SSL_NOT_ALLOWED_BY_SERVER or with an
+        #     RDP_NEG_RSP selecting PROTOCOL_RDP. The twin sends the failure (2.2.1.2.2's
+        #     definition of 0x2; FreeRDP logs against such servers show it).
+        # (b) Whether mstsc then reconnects with Standard RDP Security is not documented.
+        #     The twin says yes unless AuthenticationLevel is 1 ("Do not connect"): the
+        #     other levels accept a server that cannot be authenticated.
+        # (c) SecurityLayer 0 with UserAuthentication 1 (a policy layer over a local NLA
+        #     setting, or both local) is not documented. NLA is CredSSP inside TLS, so the
+        #     twin lets the layer win: Standard RDP Security, NLA not enforced.
+        if auth.value == win.SERVER_AUTH_REQUIRE:
             return run.failed(
                 "x224",
                 "server answered RDP_NEG_FAILURE SSL_NOT_ALLOWED_BY_SERVER (0x2); the client"
@@ -148,14 +160,17 @@ def connect(
                 " back to Standard RDP Security",
                 SSL_NOT_ALLOWED_BY_SERVER,
             )
+        ignored = f"; {nla.describe('UserAuthentication')} not enforced" if nla.value else ""
         run.passed(
-            "x224", "SSL_NOT_ALLOWED_BY_SERVER; client reconnected with Standard RDP Security"
+            "x224",
+            "SSL_NOT_ALLOWED_BY_SERVER; client reconnected with Standard RDP Security"
+            f" ({auth.describe('AuthenticationLevel')}){ignored}",
         )
         run.result.notes.append("server identity not verified (Standard RDP Security)")
         selected = PROTOCOL_RDP
     else:
         selected = PROTOCOL_HYBRID if CLIENT_REQUEST & PROTOCOL_HYBRID else PROTOCOL_SSL
-        if nla and not CLIENT_REQUEST & PROTOCOL_HYBRID:
+        if nla.value and not CLIENT_REQUEST & PROTOCOL_HYBRID:
             return run.failed("x224", "HYBRID_REQUIRED_BY_SERVER (0x5)", HYBRID_REQUIRED_BY_SERVER)
         run.passed("x224", f"RDP_NEG_RSP selectedProtocol=0x{selected:x}")
 

@@ -251,3 +251,24 @@ def test_bad_service_status(tmp_path: Path) -> None:
 
 def test_bad_tspkg_version(tmp_path: Path) -> None:
     _load_broken(tmp_path, "tspkg_version: 10.0.20348.2849", "tspkg_version: latest")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_nla_default_is_cited_and_unknown_defaults_are_marked_open(name: str) -> None:
+    """UserAuthentication=1 rests on the ADMX explanation (NLA enforced by default since
+    Windows Server 2012 / Windows 8); SecurityLayer and MinEncryptionLevel have no source
+    for what a build ships, so their deviations say "open question" (sources.md s4)."""
+    base = load_baseline(name)
+    rdp_tcp = base.registry[win.RDP_TCP_KEY]
+    assert rdp_tcp["UserAuthentication"]["data"] == 1
+    assert any(
+        "TS_USER_AUTHENTICATION_POLICY" in s and "Windows Server 2012 / Windows 8" in s
+        for s in base.sources
+    )
+    shipped = {d.setting.rsplit("\\", 1)[-1]: d for d in base.deviations}
+    for value in ("SecurityLayer", "MinEncryptionLevel"):
+        dev = shipped[value]
+        assert dev.setting == f"{win.RDP_TCP_KEY}\\{value}"
+        assert dev.shipped.startswith("open question")
+        assert dev.lab == str(rdp_tcp[value]["data"])
+    assert "UserAuthentication" not in shipped  # documented: not a deviation

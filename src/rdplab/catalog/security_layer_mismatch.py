@@ -6,6 +6,13 @@ cannot be authenticated. A client asked for TLS/CredSSP then gets
 SSL_NOT_ALLOWED_BY_SERVER in the X.224 Connection Confirm ([MS-RDPBCGR] 2.2.1.2.2), and a
 client whose policy says "Do not connect" when server authentication fails
 (AuthenticationLevel=1, TS_SERVER_AUTH_REQUIRE) stops there (docs/sources.md s3, s4).
+
+Open questions the lab answers one way (docs/sources.md s4, "Open questions"): [MS-RDPBCGR]
+3.3.5.3.2 also lets such a host answer with an RDP_NEG_RSP selecting Standard RDP Security
+instead of the failure code; whether mstsc at other AuthenticationLevels falls back to
+Standard RDP Security is not documented (the lab says it does); and the host's own
+UserAuthentication=1 is taken as not enforced under SecurityLayer 0. With no policy
+setting AuthenticationLevel, the client's .rdp "authentication level" decides.
 """
 
 from __future__ import annotations
@@ -70,8 +77,11 @@ FAULT = Fault(
         "(the X.224 negotiation). This host has been forced by policy to the old 'RDP "
         "Security Layer', which has no TLS and cannot prove the server's identity. The "
         "client is configured not to connect to a server it cannot authenticate, so the "
-        "negotiation ends at once. The safe fix removes the forcing policy on the host so "
-        "it negotiates TLS and NLA again; loosening the client instead lowers security."
+        "negotiation ends at once. (Microsoft's protocol specification also allows the host "
+        "to answer by simply choosing the old layer; rdplab models the refusal, and which "
+        "one Windows sends is an open question.) The safe fix removes the forcing policy on "
+        "the host so it negotiates TLS and NLA again; loosening the client instead lowers "
+        "security."
     ),
     placements=(
         Placement(
