@@ -113,3 +113,10 @@ def test_without_standard_rdp_security_nla_is_not_mentioned(
     result = connect(client, host, net)
     assert result.ok and "not enforced" not in result.stages[2].detail
     assert "credssp" in _stages(result)
+
+
+def test_the_catalog_tells_trainees_which_answer_is_open() -> None:
+    from rdplab.catalog import security_layer_mismatch as slm
+
+    assert "open question" in slm.FAULT.explanation
+    assert "3.3.5.3.2" in (slm.__doc__ or "") and "Open questions" in (slm.__doc__ or "")
