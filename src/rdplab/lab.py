@@ -135,12 +135,26 @@ class Lab:
     name: str
     description: str
     scenarios: list[Scenario] = field(default_factory=list)
+    # what ``compose`` needs to build more scenarios on the same machines and network
+    _doc: yamlfile.Located | None = field(default=None, repr=False, compare=False)
+    _spec: LabSpec | None = field(default=None, repr=False, compare=False)
+    _search: tuple[Path, ...] = field(default=(), repr=False, compare=False)
 
     def scenario(self, sid: str) -> Scenario:
         for s in self.scenarios:
             if s.id == sid:
                 return s
         raise KeyError(sid)
+
+    def compose(self, sid: str, faults: list[dict[str, str]]) -> Scenario:
+        """A scenario that is not in the file, on the file's machines and network, checked
+        as a scenario of the file would be (a conflict raises ``LabFileError``). ``faults``
+        are fault references as the file writes them: ``{fault, on, variant}``."""
+        if self._doc is None or self._spec is None:
+            raise LabFileError(str(self.path), "this lab was not loaded from a file")
+        spec = ScenarioSpec(id=sid, faults=list(faults))
+        loc: yamlfile.PathKey = ("scenarios", len(self.scenarios))
+        return _scenario(self._doc, self._spec, spec, loc, self._search)
 
 
 def load_lab(path: str | Path, baseline_dir: Path | None = None) -> Lab:
@@ -158,7 +172,7 @@ def load_lab(path: str | Path, baseline_dir: Path | None = None) -> Lab:
         _check_baseline(
             doc, getattr(spec.machines, role).baseline, ("machines", role, "baseline"), search
         )
-    lab = Lab(doc.path, spec.name, spec.description)
+    lab = Lab(doc.path, spec.name, spec.description, _doc=doc, _spec=spec, _search=search)
     seen: dict[str, int] = {}
     for i, sc in enumerate(spec.scenarios):
         loc: yamlfile.PathKey = ("scenarios", i)

@@ -9,6 +9,7 @@ rdplab export FAULT|--all fixes as standalone Windows PowerShell remediation scr
 rdplab probe HOST[:PORT]  walk an RDP connection from here: TCP, X.224, TLS, CredSSP version
 rdplab diagnose           what breaks RDP between two machines (read-only)
 rdplab serve -s ID        serve a broken scenario's host for a real RDP client to dial
+rdplab exercise ...       graded exercises: new, inspect, answer, check, report
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ COMMANDS = (
     "diagnose",
     "serve",
     "export",
+    "exercise",
 )
 
 for _name in COMMANDS:

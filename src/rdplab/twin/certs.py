@@ -205,6 +205,14 @@ def lab_ca_issued(subject: str, cdp: str) -> IssuedCert:
     return IssuedCert(base64.b64encode(pfx).decode(), thumbprint(cert), cdp)
 
 
+@lru_cache(maxsize=8)
+def _load_pfx(pfx_b64: str) -> tuple[Any, x509.Certificate | None]:
+    """A PFX's key and certificate. Decoding one costs ~0.1 s (PKCS#12's key derivation);
+    the lab imports the same PFX in every scenario that needs it, so the parse is kept."""
+    key, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(pfx_b64), None)
+    return key, cert
+
+
 @dataclass
 class CertStores:
     stores: dict[str, list[CertEntry]] = field(default_factory=dict)
@@ -238,7 +246,7 @@ class CertStores:
 
     def import_pfx(self, store: str, pfx_b64: str, expect_thumbprint: str) -> bool:
         try:
-            key, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(pfx_b64), None)
+            key, cert = _load_pfx(pfx_b64)
         except ValueError as exc:
             raise OpError(f"cert.import: the PFX does not load ({exc})") from None
         if cert is None or key is None:
