@@ -318,7 +318,7 @@ def check(
         out.print(f"  [red]now broken[/]: {f['fault']}@{f['role']}", highlight=False)
     for s in graded["security_lowered"]:
         out.print(
-            f"  [red]security lowered[/] {s['machine']}: {s['setting']} ({s['fix']})",
+            f"  [red]security lowered[/] {s['role']}: {s['setting']} {s['before']} -> {s['after']}",
             highlight=False,
         )
     out.print(f"  (security judged by {graded['security_basis']})", highlight=False)

@@ -192,31 +192,11 @@ def grade_answer(causes: list[Cause], named: list[str], fix_ids: list[str]) -> G
 
 # -- a repair on a real lab --------------------------------------------------------------
 
-#: Until the security judge (issue 8) is on main, a change lowers security when only a fix
-#: the catalog marks ``lowers-security`` declares it (its ``leaves``).
-SECURITY_BASIS = "the catalog's fix risk labels (a change only a lowers-security fix makes)"
-
-
-def security_lowered(run: Any) -> list[dict[str, str]]:
-    """Changes since the healthy state that only a lowers-security fix of the causes
-    makes, with that fix."""
-    from rdplab.ops import render
-    from rdplab.scenario import allowed
-
-    ctx = run.ctx_values
-    safe = [render(p, ctx) for af in run.fixes if af.fix.risk == "safe" for p in af.fix.leaves]
-    safe += [render(p, ctx) for pf in run.scenario.faults for p in pf.placement.leaves]
-    out = []
-    for af in run.fixes:
-        if af.fix.risk != "lowers-security":
-            continue
-        risky = [render(p, ctx) for p in af.fix.leaves]
-        for role, changes in run.diff.items():
-            for path, _before, _after in changes:
-                full = f"{role}:{path}"
-                if allowed(full, risky) and not allowed(full, safe):
-                    out.append({"machine": role, "setting": path, "fix": af.fix.id})
-    return out
+#: How ``check`` judges security: by state, not by the fix's label (rdplab.security).
+SECURITY_BASIS = (
+    "rdplab.security: each security-relevant setting's effective value after the repair"
+    " against the healthy baseline (docs/sources.md s13)"
+)
 
 
 def grade_repair(run: Any, causes: list[Cause]) -> dict[str, Any]:
@@ -243,7 +223,7 @@ def grade_repair(run: Any, causes: list[Cause]) -> dict[str, Any]:
         role: [{"setting": p, "before": b, "after": a} for p, b, a in changes]
         for role, changes in run.unexpected_diff.items()
     }
-    lowered = security_lowered(run)
+    lowered = [w.to_json() for w in run.weakened]
     repaired = sum(v["verdict"] == "repaired" for v in verdicts)
     score = (
         0.5 * repaired / len(causes)

@@ -8,8 +8,8 @@
 - inspect: ``BREAK`` + connect on fresh sim twins, rebuilt from the state file every time
   (the twins live in-process; the rebuild is deterministic).
 - answer: no machine at all, only the sealed causes and the catalog.
-- check on a real lab: attach (no reset) + ``DIAGNOSE`` + diff against the recorded
-  healthy state.
+- check on a real lab: ``DIAGNOSE_AS_IS`` (attach: nothing reset; gather, detect, the
+  live probe) + diff and judge against the healthy state ``new`` recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from rdplab.providers import get_provider
 from rdplab.providers.base import Provider
 from rdplab.scenario import (
     BREAK,
-    DIAGNOSE,
+    DIAGNOSE_AS_IS,
     AppliedFix,
     ScenarioRun,
     new_run,
@@ -39,7 +39,7 @@ from rdplab.scenario import (
 
 SIM_NEW = BREAK + steps("connect")
 REAL_NEW = steps("reset", "baseline", "break", "gather", "connect")
-CHECK = steps("attach") + DIAGNOSE + steps("diff")
+CHECK = DIAGNOSE_AS_IS + steps("diff", "judge")
 
 # The dialog texts. 0x904/0x7: the codes as mstsc's dialog shows them (sources.md s8; the
 # wording around them is not from a Microsoft page). CredSSP: KB 4295591 (sources.md s8).
@@ -175,8 +175,9 @@ def all_fixes(scenario: Scenario) -> list[AppliedFix]:
 
 
 def check(state: ExerciseState, scenario: Scenario, sealed: dict[str, Any]) -> ScenarioRun:
-    """Attach to the real lab as it is, diagnose it, and diff it against the healthy state
-    recorded by ``new`` (every catalog fix of the causes may leave its settings changed)."""
+    """Attach to the real lab as it is, diagnose it, diff it against the healthy state
+    recorded by ``new`` (every catalog fix of the causes may leave its settings changed)
+    and let the security judge read the state against that baseline."""
     provider = provider_for(state.provider, state.provider_options)
     run = new_run(provider, scenario)
     run.base = sealed.get("baseline") or {}
