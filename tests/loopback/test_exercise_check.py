@@ -78,8 +78,7 @@ def new(lab: WinRMLab, seed: int, state: Path) -> dict[str, Any]:
     r = exercise(
         lab,
         "new",
-        "--lab-provider=inventory",
-        f"--lab-inventory={lab.inventory}",
+        f"--inventory={lab.inventory}",
         f"--lab-file={LAB_FILE}",
         f"--seed={seed}",
         "--faults=1",

@@ -56,10 +56,16 @@ def new(
         bool, typer.Option("--reveal", help="Also print the answer (for trainers and tests).")
     ] = False,
     lab_provider: Annotated[
-        str, typer.Option(help="sim (default), or a real lab: inventory, vagrant.")
-    ] = "sim",
+        str | None,
+        typer.Option(help="sim (default), or a real lab: inventory, vagrant (the lab suite's)."),
+    ] = None,
     lab_inventory: Annotated[
-        Path | None, typer.Option(help="Inventory file for --lab-provider=inventory.")
+        Path | None,
+        typer.Option(
+            "--inventory",
+            "--lab-inventory",
+            help="Real machines: an inventory file (docs/real-windows.md); implies inventory.",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -68,6 +74,8 @@ def new(
 
     if seed is None:
         seed = secrets.randbelow(2**31)
+    if lab_provider is None:
+        lab_provider = "inventory" if lab_inventory else "sim"
     options = {"inventory": str(lab_inventory)} if lab_inventory else {}
     if lab_provider != "sim":
         options["root"] = str(Path.cwd())
@@ -120,7 +128,7 @@ def new(
         "  (`rdplab list`, `rdplab explain FAULT`)",
         highlight=False,
     )
-    out.print(f"State saved to {state}", highlight=False)
+    out.print(f"State saved to {state}", highlight=False, markup=False, soft_wrap=True)
     if reveal:
         a = data["answer"]
         causes = ", ".join(f"{c['fault']}@{c['role']}" for c in a["causes"])
@@ -257,7 +265,7 @@ def answer(
             out.print(f"  [yellow]lowers security[/]: {f['fix']}", highlight=False)
     for h in g.hints:
         out.print(f"  hint: {h}", highlight=False)
-    out.print(f"Result written to {path}", highlight=False)
+    out.print(f"Result written to {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @exercise_app.command()
@@ -322,7 +330,7 @@ def check(
             highlight=False,
         )
     out.print(f"  (security judged by {graded['security_basis']})", highlight=False)
-    out.print(f"Result written to {path}", highlight=False)
+    out.print(f"Result written to {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @exercise_app.command()
@@ -346,5 +354,10 @@ def report(
     except RdplabError as exc:
         fail(exc)
     for s in skipped:
-        err.print(f"skipped {s}", highlight=False)
-    out.print(f"{len(results)} result(s) -> {html}, {csv_path}", highlight=False)
+        err.print(f"skipped {s}", highlight=False, markup=False, soft_wrap=True)
+    out.print(
+        f"{len(results)} result(s) -> {html}, {csv_path}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

@@ -1,7 +1,7 @@
 """Read-only views of a twin, laid out the way the Windows tool a trainee would use on the
 real machine prints them. Each view starts with that command, so the trainee learns it.
 
-Sources for the layouts (docs/sources.md s13):
+Sources for the layouts (docs/sources.md s15):
 - ``reg query``: Microsoft Learn, "reg query" (windows-commands/reg-query) gives the
   syntax; it shows no sample output. The layout used here (the key's full hive name on its
   own line, then one line per value indented four spaces: name, type, data separated by
@@ -68,8 +68,7 @@ def _reg_data(kind: str, data: object) -> str:
 def registry(twin: Twin, key: str | None, recurse: bool = False) -> str:
     """``reg query KEY [/s]``."""
     if not key:
-        keys = "\n".join(f"  {k}" for k in win.WATCHED_KEYS)
-        raise RdplabError(f"registry needs a key, e.g. one of:\n{keys}")
+        raise RdplabError(f"registry needs a key, e.g. '{win.TS_KEY}'")
     try:
         start = twin.registry.key(key)
     except RdplabError as exc:
