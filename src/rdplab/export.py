@@ -150,6 +150,12 @@ def read_batch(text: str) -> list[Op]:
     return [Op(o["op"], o.get("args") or {}) for o in json.loads(m.group(1))]
 
 
+def risk_of(text: str) -> str:
+    """The risk label an exported script's help carries (``rdplab-risk:``)."""
+    m = re.search(r"^    rdplab-risk: (\S+)$", text, re.M)
+    return m.group(1) if m else "unknown"
+
+
 def write(exports: Sequence[Export], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -255,6 +261,7 @@ function Invoke-RdplabRemediation {
     }
     if ($approved.Count -eq 0) {
         [Console]::Error.WriteLine('rdplab: nothing run, nothing changed (-WhatIf or declined).')
+        Write-Output '{"results": [], "rolled_back": false}'
         return 0
     }
     if ($Folder -eq '') {

@@ -31,6 +31,7 @@ class LabSession:
     lab_file: Path
     provider_name: str
     provider_options: dict[str, object] = field(default_factory=dict)
+    fix_via: str = "batch"
     _lab: Lab | None = None
     _provider: Provider | None = None
     runs: dict[str, ScenarioRun] = field(default_factory=dict)
@@ -49,7 +50,7 @@ class LabSession:
 
     def run(self, scenario: Scenario) -> ScenarioRun:
         if scenario.id not in self.runs:
-            self.runs[scenario.id] = run_scenario(self.provider, scenario)
+            self.runs[scenario.id] = run_scenario(self.provider, scenario, fix_via=self.fix_via)
         return self.runs[scenario.id]
 
 
@@ -76,6 +77,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="inventory of existing Windows machines for --lab-provider=inventory"
         " (default: inventory.yaml under the rootdir)",
+    )
+    group.addoption(
+        "--lab-fix-via",
+        default="batch",
+        choices=("batch", "script"),
+        help="real providers: run the fix phases as the agent's op batch (default) or as the"
+        " exported remediation script (rdplab export), so what operations run is what the"
+        " lab proved",
     )
     group.addoption(
         "--lab-teardown",
@@ -106,7 +115,13 @@ def pytest_configure(config: pytest.Config) -> None:
             "teardown": config.getoption("--lab-teardown"),
             "root": Path(config.rootpath),
         },
+        fix_via=config.getoption("--lab-fix-via"),
     )
+    if session.fix_via == "script" and session.provider_name == "sim":
+        raise pytest.UsageError(
+            "rdplab: --lab-fix-via=script runs the exported PowerShell scripts and needs a real"
+            " provider (vagrant, inventory); sim runs no PowerShell"
+        )
     try:  # the report's Environment table (pytest-html shows pytest-metadata)
         from pytest_metadata.plugin import metadata_key
 

@@ -70,6 +70,12 @@ def evidence_html(run: ScenarioRun, aspect: str) -> str:
         parts.append(_h(f"skipped at step {run.skipped_step}") + _pre(run.skipped))
     if aspect in ("fix", "security", "healthy"):
         parts.append(fix_origin(run))
+        if run.fix_scripts:
+            parts.append(
+                "<p>fix phases ran the exported remediation scripts: "
+                + html.escape(", ".join(f"{r}: {n}" for r, n in sorted(run.fix_scripts.items())))
+                + "</p>"
+            )
         parts.append(_h("fix ops applied") + _pre(run.fix_ops()))
         parts.append(
             _h("fix results")

@@ -88,6 +88,10 @@ class ScenarioRun:
     max_calls_per_machine_phase: int = 0
     seconds: float = 0.0
     fix_choice: FixChoice = field(default_factory=FixChoice)
+    #: How the fix phases reach the machines: ``batch`` (the agent's op batch) or
+    #: ``script`` (the exported remediation script, so the lab proves what operations run).
+    fix_via: str = "batch"
+    fix_scripts: dict[str, str] = field(default_factory=dict)  # role -> script that ran
     #: named fixes that lower security and were not allowed (plan-fix refuses to apply)
     refused: list[AppliedFix] = field(default_factory=list)
     # working state shared by the steps (not evidence: left out of repr and comparisons)
@@ -376,6 +380,8 @@ def fix(run: ScenarioRun) -> None:
 def apply_fix(run: ScenarioRun) -> dict[str, BatchResult]:
     """The planned fix, one call per machine: its op batches, or a scenario's script."""
     own = run.scenario.fix
+    if run.fix_via == "script" and (own is None or own.script is None):
+        return apply_exported(run)
     if own is None or own.script is None:
         return apply_plan(run.lab, run._fix_plan(), "fix")
     assert own.on is not None
@@ -389,6 +395,65 @@ def apply_fix(run: ScenarioRun) -> dict[str, BatchResult]:
     if result.errors:
         raise RdplabError(f"fix script on {own.on} failed: {result.errors[0].error}")
     return {own.on: result}
+
+
+def fix_exports(run: ScenarioRun) -> dict[Role, Any]:
+    """The remediation script each machine's part of the planned fix is, as ``rdplab
+    export`` writes it: a machine with one catalog fix gets exactly that fix's export (with
+    the lab's network); several fixes on one machine (or a lab file's own) are one script."""
+    from rdplab import export as ex
+
+    out: dict[Role, Any] = {}
+    for role in ROLES:
+        applied = [af for af in run.fixes if af.ops.get(role)]
+        if not applied:
+            continue
+        if len(applied) == 1 and applied[0].origin == "catalog":
+            af = applied[0]
+            exports = ex.catalog_exports(cat.get(af.fault), af.fix.id, run.scenario.network)
+            out[role] = next(e for e in exports if e.role == role)
+            continue
+        ops = tuple(o for af in applied for o in af.ops[role])
+        risky = any(af.fix.risk == "lowers-security" for af in applied)
+        fix = Fix(
+            "+".join(af.fix.id for af in applied),
+            " ".join(af.fix.summary for af in applied),
+            {role: ops},
+            "lowers-security" if risky else applied[0].fix.risk,
+        )
+        faults = [pf.fault for pf in run.scenario.faults]
+        out[role] = ex.Export(
+            f"{run.scenario.id}--{role}",
+            ", ".join(af.fault for af in applied),
+            f"scenario {run.scenario.id}",
+            fix,
+            role,
+            ops,
+            tuple(dict.fromkeys(src for f in faults for src in f.sources)),
+            ", ".join(dict.fromkeys(af.origin for af in applied)),
+        )
+    return out
+
+
+def apply_exported(run: ScenarioRun) -> dict[str, BatchResult]:
+    """The fix phase through the exported scripts: one call per machine, the script's own
+    results (``-AllowLowerSecurity`` only when the scenario opted in)."""
+    from rdplab import export as ex
+
+    results: dict[str, BatchResult] = {}
+    for role, export in fix_exports(run).items():
+        backend = run.lab.backend(role)
+        if not backend.runs_powershell:
+            raise RdplabError(f"--lab-fix-via=script needs PowerShell; {run.provider} has none")
+        params = ("-AllowLowerSecurity",) if run.scenario.allow_lowers_security else ()
+        result = backend.run_script(ex.script(export), params)
+        run.fix_scripts[role] = export.filename
+        results[role] = result
+        if result.errors:
+            raise RdplabError(
+                f"fix script {export.filename} on {role} failed: {result.errors[0].error}"
+            )
+    return results
 
 
 @step("plan-fix", remote=False)
@@ -479,8 +544,10 @@ DIAGNOSE_AS_IS = steps("attach", "gather", "detect", "connect")
 REPAIR_FOUND = steps("plan-fix", "apply-fix", "verify-gather", "verify-detect", "verify-connect")
 
 
-def new_run(provider: Provider, scenario: Scenario) -> ScenarioRun:
-    return ScenarioRun(scenario, provider.name, provider.runs_on, provider_obj=provider)
+def new_run(provider: Provider, scenario: Scenario, fix_via: str = "batch") -> ScenarioRun:
+    return ScenarioRun(
+        scenario, provider.name, provider.runs_on, provider_obj=provider, fix_via=fix_via
+    )
 
 
 def run_steps(run: ScenarioRun, sequence: Iterable[Step]) -> ScenarioRun:
@@ -508,7 +575,10 @@ def run_steps(run: ScenarioRun, sequence: Iterable[Step]) -> ScenarioRun:
 
 
 def run_scenario(
-    provider: Provider, scenario: Scenario, sequence: Iterable[Step] = STEPS
+    provider: Provider,
+    scenario: Scenario,
+    sequence: Iterable[Step] = STEPS,
+    fix_via: str = "batch",
 ) -> ScenarioRun:
     """Run the lifecycle (``STEPS`` by default) for one scenario on the provider's lab."""
-    return run_steps(new_run(provider, scenario), sequence)
+    return run_steps(new_run(provider, scenario, fix_via), sequence)

@@ -49,7 +49,8 @@ def sha256_upper(data: bytes) -> str:
 
 
 def classify(line: str) -> str:
-    """hash | chunk | finish | call | other: exactly the lines rdplab.agent.commands builds."""
+    """hash | chunk | finish | call | script | other: exactly the lines rdplab.agent.commands
+    builds."""
     from rdplab.agent import commands
 
     if line == commands.call_command():
@@ -58,6 +59,8 @@ def classify(line: str) -> str:
         return "hash"
     if line == commands.finish_command():
         return "finish"
+    if commands.script_parameters(line) is not None:
+        return "script"
     script = commands.decode(line) if "-EncodedCommand " in line else None
     if script is not None:
         m = CHUNK_RE.search(script)
@@ -120,6 +123,14 @@ class Machine:
             return 0, sha256_upper(content).encode() + b"\r\n", b""
         if kind == "call":
             return self.call(agent, stdin)
+        if kind == "script":
+            from rdplab.agent import commands, emulator
+
+            twin = self.load_twin()
+            params = commands.script_parameters(line) or ()
+            rc, out, err = emulator.handle_script(twin, stdin, params)
+            _write(self.twin_file, pickle.dumps(twin))
+            return rc, out, err
         if line.strip().lower() == "hostname":  # cmd.exe's hostname (for testinfra hosts)
             return 0, self.load_twin().computer.name.encode() + b"\r\n", b""
         name = line.split(" ", 1)[0]
@@ -181,7 +192,7 @@ def main(argv: list[str]) -> int:
             sys.path.insert(0, p)
     line = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     kind = classify(line)
-    stdin = sys.stdin.buffer.read() if kind == "call" else b""
+    stdin = sys.stdin.buffer.read() if kind in ("call", "script") else b""
     entry = {"kind": kind, "length": len(line), "stdin": len(stdin)}
     with (state / "commands.log").open("a") as log:
         log.write(json.dumps(entry) + "\n")

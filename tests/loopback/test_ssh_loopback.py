@@ -557,3 +557,23 @@ def test_scenario_over_ssh(lab_provider: LoopbackSSHProvider, scenario_id: str) 
         assert server.command_count == logged, (role, server.kinds, run.calls)
         assert set(server.kinds) == {"call"}
         assert logins(server) == 1  # one connection for the whole module
+
+
+def test_scenario_over_ssh_fix_via_script(lab_provider: LoopbackSSHProvider) -> None:
+    """--lab-fix-via=script over paramiko: the exported script goes up on stdin of ONE exec
+    per fix phase (the forced command logs its length), -AllowLowerSecurity passed through
+    for an opted-in scenario, and every aspect holds."""
+    from rdplab import export as ex
+    from rdplab.scenario import fix_exports
+
+    for scenario_id in ("rdp-disabled-policy", "credssp-oracle-mismatch-workaround"):
+        scenario = load_lab(LAB_FILE).scenario(scenario_id)
+        run = run_scenario(lab_provider, scenario, fix_via="script")
+        assert run.error is None, f"stopped at {run.failed_step}: {run.error}"
+        assert run.findings_after == [] and run.unexpected_diff == {}
+        assert all(b.changes == 0 for b in run.fix_again_results.values())
+        assert run.max_calls_per_machine_phase == 1, run.calls
+        for role, export in fix_exports(run).items():
+            scripts = [e for e in lab_provider.servers[role].command_log() if e["kind"] == "script"]
+            size = len(ex.script(export).encode("utf-8-sig"))
+            assert [e["stdin"] for e in scripts] == [size, size]  # fix and fix-again

@@ -447,6 +447,9 @@ class Responder:
             if self.garbage:
                 return 0, b"Windows PowerShell\r\nWARNING: something odd <b>happened</b>\r\n", b""
             return emulator.handle(self.twin, stdin, agent_version=sha256_upper(agent))
+        if kind == "script":  # an exported remediation script, answered from the twin
+            params = commands.script_parameters(line) or ()
+            return emulator.handle_script(self.twin, stdin, params)
         if line.strip().lower() == "hostname":  # cmd.exe's hostname (for testinfra hosts)
             return 0, self.twin.computer.name.encode() + b"\r\n", b""
         name = line.split(" ", 1)[0]
@@ -461,13 +464,16 @@ class Responder:
 
 
 def classify(line: str) -> str:
-    """hash | chunk | finish | call | other: exactly the lines rdplab.agent.commands builds."""
+    """hash | chunk | finish | call | script | other: exactly the lines rdplab.agent.commands
+    builds."""
     if line == commands.call_command():
         return "call"
     if line == commands.hash_command():
         return "hash"
     if line == commands.finish_command():
         return "finish"
+    if commands.script_parameters(line) is not None:
+        return "script"
     script = commands.decode(line)
     if script is not None:
         m = _CHUNK_RE.search(script)

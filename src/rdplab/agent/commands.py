@@ -60,3 +60,40 @@ def decode(command: str) -> str | None:
     """The script inside an -EncodedCommand line (used by the loopback servers)."""
     m = re.search(r"-EncodedCommand ([A-Za-z0-9+/=]+)", command)
     return base64.b64decode(m.group(1)).decode("utf-16-le") if m else None
+
+
+#: The switches rdplab may pass to a script it runs (exported remediation scripts).
+SCRIPT_SWITCHES = ("-WhatIf", "-AllowLowerSecurity")
+
+
+def script_command(parameters: tuple[str, ...] = ()) -> str:
+    """Run a PowerShell script that follows on stdin, in ONE command: its bytes go to a
+    temporary .ps1 (so param(), CmdletBinding and exit codes work as for a file), it runs
+    with the given switches, and is removed. The exit code is the script's."""
+    bad = [p for p in parameters if p not in SCRIPT_SWITCHES]
+    if bad:
+        raise ValueError(f"not a script switch: {bad} (known: {SCRIPT_SWITCHES})")
+    switches = "".join(" " + p for p in parameters)
+    return _encoded(
+        "$ErrorActionPreference = 'Stop'; "
+        "$f = Join-Path $env:TEMP ('rdplab-' + [guid]::NewGuid().ToString('N') + '.ps1'); "
+        "$m = New-Object System.IO.MemoryStream; [Console]::OpenStandardInput().CopyTo($m); "
+        "[IO.File]::WriteAllBytes($f, $m.ToArray()); $code = 1; "
+        f"try {{ & $f{switches}; $code = $LASTEXITCODE }} "
+        "finally { Remove-Item -LiteralPath $f -Force }; "
+        "if ($null -eq $code) { $code = 0 }; exit $code"
+    )
+
+
+def script_parameters(command: str) -> tuple[str, ...] | None:
+    """The switches of a ``script_command`` line, or None when it is not one (for the
+    loopback servers)."""
+    script = decode(command) if "-EncodedCommand " in command else None
+    m = re.search(r"try \{ & \$f((?: -\w+)*); ", script or "")
+    if m is None:
+        return None
+    params = tuple(m.group(1).split())
+    try:
+        return params if script_command(params) == command else None
+    except ValueError:
+        return None

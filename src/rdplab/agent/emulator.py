@@ -46,3 +46,33 @@ def handle(twin: Twin, request: bytes, agent_version: str) -> tuple[int, bytes, 
         out["error"] = str(exc)
         return 1, json.dumps(out).encode(), str(exc).encode()
     return 0, json.dumps(out).encode(), b""
+
+
+def handle_script(
+    twin: Twin, script: bytes, parameters: tuple[str, ...]
+) -> tuple[int, bytes, bytes]:
+    """Answer a script run (``commands.script_command``) as an exported remediation script
+    would on Windows: its op batch, read back out of the script (``export.read_batch``), is
+    applied to the twin; ``-WhatIf`` prints each op and changes nothing; a lowers-security
+    script without ``-AllowLowerSecurity`` is refused (exit 2). A script that is not an
+    rdplab export cannot run here: no PowerShell on this machine."""
+    from rdplab import export
+
+    text = script.decode("utf-8-sig", "replace")
+    try:
+        ops = export.read_batch(text)
+    except RdplabError:
+        return 1, b"", b"loopback emulator: no PowerShell here; only rdplab exports can run"
+    if export.risk_of(text) == "lowers-security" and "-AllowLowerSecurity" not in parameters:
+        return 2, b"", b"rdplab: this fix lowers security; refused (-AllowLowerSecurity)\r\n"
+    if "-WhatIf" in parameters:
+        said = "".join(
+            f'What if: Performing the operation "{export.describe(o)}" on target'
+            f' "{twin.computer.name}".\r\n'
+            for o in ops
+        )
+        said += '{"results": [], "rolled_back": false}\r\n'
+        return 0, said.encode(), b"rdplab: nothing run, nothing changed (-WhatIf or declined).\r\n"
+    result = twin.apply(ops)
+    answer = {"results": [r.to_json() for r in result.results], "rolled_back": bool(result.errors)}
+    return (1 if result.errors else 0), (json.dumps(answer) + "\r\n").encode(), b""

@@ -120,6 +120,45 @@ class AgentBackend(Backend):
         answer = self._call({"gather": request or {}})
         return Facts.parse(self.host, answer.get("facts"))
 
+    runs_powershell = True
+
+    def run_script(self, script: str, parameters: tuple[str, ...] = ()) -> BatchResult:
+        """Upload and run a PowerShell script in ONE command (``commands.script_command``).
+
+        What it changed comes from its last output line, a JSON object with ``results``
+        (what exported scripts print, the agent's batch answer). A script that prints no
+        such line reports one result: ``script`` changed (exit 0) or failed."""
+        self.calls.record(self.role)
+        res = self.transport.run(
+            commands.script_command(parameters), stdin=script.encode("utf-8-sig")
+        )
+        return script_results(self.host, res.rc, res.stdout, res.stderr)
+
+
+def script_results(host: str, rc: int, stdout: bytes, stderr: bytes) -> BatchResult:
+    """A script's results: its last output line when that is ``{"results": [...]}``."""
+    text = stdout.decode("utf-8-sig", "replace").strip()
+    last = text.splitlines()[-1] if text else ""
+    try:
+        answer = json.loads(last) if last.startswith("{") else None
+    except json.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("results"), list):
+        try:
+            results = [OpResult.from_json(r) for r in answer["results"]]
+        except (KeyError, TypeError, ValueError):
+            raise BackendError(host, "the script's results line is malformed") from None
+        if rc != 0 and not any(r.error for r in results):
+            results.append(OpResult("script", False, "", error=f"exit {rc}: {_short(stderr)}"))
+        return BatchResult(results)
+    if rc != 0:
+        return BatchResult(
+            [OpResult("script", False, _short(stdout), error=f"exit {rc}: {_short(stderr)}")]
+        )
+    return BatchResult(
+        [OpResult("script", True, "the script printed no results line; counted as a change")]
+    )
+
 
 def _short(data: bytes) -> str:
     text = data.decode("utf-8", "replace").strip()
