@@ -261,7 +261,7 @@ function Invoke-RdplabRemediation {
     }
     if ($approved.Count -eq 0) {
         [Console]::Error.WriteLine('rdplab: nothing run, nothing changed (-WhatIf or declined).')
-        Write-Output '{"results": [], "rolled_back": false}'
+        [Console]::Out.WriteLine('{"results": [], "rolled_back": false}')
         return 0
     }
     if ($Folder -eq '') {
@@ -288,7 +288,8 @@ function Invoke-RdplabRemediation {
             if ($null -ne $r['error']) { $state = 'FAILED' }
             Write-Host ('  {0,-9} {1}: {2}' -f $state, $r['op'], $r['detail'])
         }
-        Write-Output (ConvertTo-JsonText $batch)
+        # straight to stdout: this function's pipeline output is its exit code
+        [Console]::Out.WriteLine((ConvertTo-JsonText $batch))
         if ($batch['rolled_back']) {
             [Console]::Error.WriteLine('rdplab: an op failed; everything it did was rolled back.')
             return 1

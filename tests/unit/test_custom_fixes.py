@@ -10,6 +10,8 @@ unrelated watched value fails test_no_collateral, and the script fix is skipped 
 
 from __future__ import annotations
 
+import html
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -48,6 +50,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
             "tests/test_lab.py",
             f"--lab-file={LAB}",
             f"--junitxml={xml}",
+            f"--html={xml.with_name('lab.html')}",
+            "--self-contained-html",
             "-p",
             "no:cacheprovider",
             "-q",
@@ -122,3 +126,35 @@ def test_script_fix_is_skipped_on_sim_with_the_reason(
         assert outcomes[(aspect, "my-script-fix")].status == "passed", aspect
     skipped = [k for k, o in outcomes.items() if o.status == "skipped"]
     assert {scenario for _, scenario in skipped} == {"my-script-fix"}  # the only sim skip
+
+
+def test_report_says_the_fix_came_from_the_lab_file(
+    outcomes: dict[tuple[str, str], Outcome], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    raw = next(tmp_path_factory.getbasetemp().glob("junit*/lab.html")).read_text()
+    report = html.unescape(html.unescape(raw))  # pytest-html keeps the rows as escaped JSON
+    assert f"fix: from the lab file</b> ({LAB}:" in report
+    assert "WEAKENED (NOT opted in): client: AuthenticationLevel" in report
+
+
+def test_rdplab_run_applies_the_judge_and_the_skip() -> None:
+    """``rdplab run`` (the sim runner) holds custom fixes to the same checks."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "rdplab", "run", "--lab-file", str(LAB), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1  # the wrong-on-purpose scenarios fail
+    rows = {r["scenario"]: r for r in json.loads(proc.stdout)}
+    assert {s for s, r in rows.items() if not r["ok"]} == {
+        "my-rdp-fix-incomplete",
+        "my-connect-anyway-lowers-security",
+        "my-rdp-fix-collateral",
+    }
+    assert [w["setting"] for w in rows["my-connect-anyway-opted-in"]["weakened"]] == [
+        "AuthenticationLevel",
+        "SecurityLayer",
+    ]
+    assert "runs no PowerShell" in rows["my-script-fix"]["skipped"]
+    assert rows["my-rdp-fix"]["fix_origin"].startswith(f"{LAB}:")

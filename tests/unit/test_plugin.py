@@ -86,3 +86,11 @@ def test_unknown_provider_is_a_clear_error(lab_dir: pytest.Pytester) -> None:
     result = lab_dir.runpytest("--lab-file=labs/mine.yaml", "--lab-provider=cloud", "-q")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*unknown provider 'cloud'*"])
+
+
+def test_fix_via_script_on_sim_is_a_usage_error(lab_dir: pytest.Pytester) -> None:
+    """--lab-fix-via=script runs exported PowerShell: sim has none, so it stops at once."""
+    result = lab_dir.runpytest("--lab-file=labs/mine.yaml", "--lab-fix-via=script", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lab-fix-via=script * needs a real provider*"])
+    result.stdout.no_fnmatch_line("*passed*")
