@@ -130,7 +130,11 @@ def test_script_wrapper(exported: dict[str, Path], export: ex.Export) -> None:
     assert "$BackupFolder" in params and "$AllowLowerSecurity" in params
     assert "$Cmdlet.ShouldProcess(" in text_
     assert "Start-Transcript" in text_ and "Stop-Transcript" in text_
-    assert "$script:BackupDir = $Folder" in text_  # reg export backups land in the folder
+    # reg export backups land in the folder: set after the parts' own default
+    assert text_.rindex("$script:BackupDir = 'C:\\ProgramData") < text_.index(
+        "$script:BackupDir = $Folder"
+    )
+    assert "function Backup-RegKey" not in text_ or "$script:BackupDir" in text_
     assert "Invoke-Batch" in text_ and "return 1" in text_ and "exit $script:RdplabExit" in text_
     help_ = text_.split("#>", 1)[0]
     assert f"rdplab-fault: {export.fault}" in help_
