@@ -140,3 +140,31 @@ def test_lab_fix_via_script(lab_provider: LoopbackWinRMProvider, scenario_id: st
         applied = [af for af in run.fixes if af.ops.get(role)]
         if len(applied) == 1:
             assert name == f"{applied[0].fault}--{applied[0].fix.id}.ps1"
+
+
+def test_lab_file_script_fix_over_winrm(
+    lab_provider: LoopbackWinRMProvider, tmp_path: Path
+) -> None:
+    """A lab file's ``fix: {script: ..., on: host}`` on a provider with PowerShell: the
+    script goes up in one command per fix phase and every aspect holds. The script is an
+    rdplab export (the only kind the loopback emulator can answer; no PowerShell here)."""
+    export = ex.catalog_exports(cat.get("rdp-disabled"))[0]
+    ex.write([export], tmp_path / "fixes")
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(
+        "machines:\n  client: {baseline: windows-11}\n  host: {baseline: windows-server-2022}\n"
+        "scenarios:\n"
+        "  - id: mine\n"
+        "    faults: [{fault: rdp-disabled, variant: policy}]\n"
+        f"    fix: {{script: fixes/{export.filename}, on: host}}\n"
+    )
+    scenario = load_lab(lab).scenario("mine")
+    run = run_scenario(lab_provider, scenario)
+    assert run.error is None and run.skipped is None, (run.failed_step, run.error, run.skipped)
+    assert run.fix_results["host"].changes == 1 and run.findings_after == []
+    assert run.connection_after is not None and run.connection_after.ok
+    assert run.fix_again_results["host"].changes == 0
+    assert run.unexpected_diff == {} and run.weakened == []
+    assert run.max_calls_per_machine_phase == 1, run.calls
+    assert lab_provider.responders["host"].kinds["script"] == 2  # fix and fix-again
+    assert lab_provider.responders["client"].kinds["script"] == 0
