@@ -98,6 +98,8 @@ def test_check_grades_a_repair_made_by_hand(lab: WinRMLab, tmp_path: Path) -> No
     assert made["provider"] == "inventory"
     assert made["symptom"]["error_code"] == "0x904"  # refused by the loopback listener
     assert lab.host.twin.services.get("TermService").status == "Stopped"
+    looked = exercise(lab, "inspect", "host", "services", "--state", str(state))
+    assert looked.returncode == 2 and "look on the machine itself" in looked.stderr
 
     before = check(lab, state)
     assert before["causes"] == [{"fault": cause.fault, "role": "host", "verdict": "still-broken"}]

@@ -76,7 +76,7 @@ def new(
         seed = secrets.randbelow(2**31)
     if lab_provider is None:
         lab_provider = "inventory" if lab_inventory else "sim"
-    options = {"inventory": str(lab_inventory)} if lab_inventory else {}
+    options = {"inventory": str(lab_inventory.resolve())} if lab_inventory else {}
     if lab_provider != "sim":
         options["root"] = str(Path.cwd())
         err.print(f"breaking the exercise on the {lab_provider} lab...", highlight=False)
@@ -109,7 +109,9 @@ def new(
     out.print(f"Lab file {lab_file}, on {where}.", highlight=False)
     out.print(
         f"\nA user on [bold]{m['client']['name']}[/] ({m['client']['address']}) connects to"
-        f" [bold]{m['host']['dialed']}[/] ({m['host']['name']}) and reports:",
+        f" [bold]{m['host']['dialed']}[/] ({m['host']['name']}"
+        + (", RDP over WebSocket" if m["host"]["transport"] == "websocket" else "")
+        + ") and reports:",
         highlight=False,
     )
     out.print(f"  {sym['message']}\n", highlight=False)

@@ -78,7 +78,7 @@ def symptom(scenario: Scenario, conn: ConnectionResult | None) -> dict[str, Any]
         "client": {"name": scenario.computer_names["client"], "address": net.client_address},
         "host": {
             "name": scenario.computer_names["host"],
-            "dialed": f"{net.host_name}:{net.port}",
+            "dialed": f"{net.host_name}:{net.target_port}",
             "transport": net.transport,
         },
     }
