@@ -131,7 +131,7 @@ def script(export: Export) -> str:
             .replace("@NAME@", export.name)
             .replace("@RISKY@", "$true" if export.fix.risk == "lowers-security" else "$false")
             .replace("@REMEDIATION_DIR@", REMEDIATION_DIR)
-            .replace("@SAVE_KEYMAP@", "Save-KeyMap" if has_keymap else "# (no key file map)"),
+            .replace("@SAVE_KEYMAP@", _SAVE_KEYMAP if has_keymap else "# (no key file map)"),
         ]
     )
 
@@ -244,6 +244,14 @@ def _help(e: Export, parts: list[str]) -> str:
     ]
     return "\n".join(lines)
 
+
+# As agent.ps1's main does: the key file map is a cache; failing to save it fails no fix.
+_SAVE_KEYMAP = (
+    "try { Save-KeyMap } catch {\n"
+    "            [Console]::Error.WriteLine('rdplab: could not save the key file map: ' +"
+    " (Get-ErrorText $_))\n"
+    "        }"
+)
 
 _RUNNER = r"""
 function Invoke-RdplabRemediation {
