@@ -466,6 +466,7 @@ def plan_fix(run: ScenarioRun) -> None:
 
 @step("apply-fix")
 def apply_fix_step(run: ScenarioRun) -> None:
+    """Apply what plan-fix chose: one batch per machine."""
     run.fix_results = apply_plan(run.lab, run._fix_plan(), "fix")
 
 

@@ -10,6 +10,8 @@ rdplab probe HOST[:PORT]  walk an RDP connection from here: TCP, X.224, TLS, Cre
 rdplab diagnose           what breaks RDP between two machines (read-only)
 rdplab serve -s ID        serve a broken scenario's host for a real RDP client to dial
 rdplab exercise ...       graded exercises: new, inspect, answer, check, report
+rdplab fix                repair what diagnose finds, journaled, and diagnose again
+rdplab rollback           undo the last fix from the journal
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ COMMANDS = (
     "serve",
     "export",
     "exercise",
+    "fix",
+    "rollback",
 )
 
 for _name in COMMANDS:

@@ -83,4 +83,14 @@ def diagnose(
 def unfinished_fixes(target: Target) -> list[str]:
     """A fix that was cut short leaves its journal behind: say so (diagnose changes
     nothing; ``rdplab rollback`` or the next ``rdplab fix`` undoes it)."""
-    return []
+    from rdplab.providers.inventory import InventoryProvider
+
+    provider = target.provider
+    if not isinstance(provider, InventoryProvider):
+        return []
+    return [
+        f"a fix was cut short ({tag}) and its changes are still on the machines;"
+        f" rdplab rollback {' '.join(target.source)} undoes them"
+        for tag, finished in provider.fixes()
+        if not finished
+    ]

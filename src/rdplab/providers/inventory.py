@@ -20,10 +20,10 @@ certificate with its key, ``hotfix.install``) are named in ``reset_notes``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from rdplab.errors import LabFileError, ProviderError
 from rdplab.facts import Facts
 from rdplab.lab import Scenario
 from rdplab.ops import BatchResult, Op
+from rdplab.providers.journal import Journal, inverse_ops, planned_inverse
 from rdplab.providers.remote import RemoteBackend, RemoteProvider
 from rdplab.transports.base import Transport
 
@@ -131,6 +132,9 @@ class InventoryProvider(RemoteProvider):
         self.baselines: dict[Role, Facts] = {}
         self.reset_notes: list[str] = []
         self._replaying = False
+        self._pending: dict[Role, str] = {}
+        #: the tag of the ``rdplab fix`` in progress: its journal entries carry it
+        self.fix_tag: str | None = None
         self.runs_on = (
             "existing Windows machines from "
             f"{self.path.name} (client {self.entry('client').address},"
@@ -220,44 +224,65 @@ class InventoryProvider(RemoteProvider):
         return self.journal_dir / f"{re.sub(r'[^A-Za-z0-9.-]', '_', m.address)}_{port}.jsonl"
 
     def journal(self, role: Role) -> list[dict[str, Any]]:
-        path = self.journal_path(role)
-        if not path.exists():
-            return []
-        entries = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ProviderError(f"{path}:{n}: journal line is not JSON (cut short?)") from None
-        return entries
+        return Journal(self.journal_path(role)).entries()
+
+    def before_apply(self, backend: RemoteBackend, ops: list[Op]) -> None:
+        """Write-ahead: the batch and its planned inverse go to the journal before the batch
+        is sent (rdplab.providers.journal)."""
+        if self._replaying:
+            return
+        role = _role(backend)
+        inverse, irreversible = planned_inverse(ops, self.baselines.get(role))
+        batch = uuid.uuid4().hex
+        self._pending[role] = batch
+        Journal(self.journal_path(role)).append(
+            self._entry(backend, ops, inverse, irreversible, batch=batch, pending=True)
+        )
 
     def after_apply(self, backend: RemoteBackend, ops: list[Op], result: BatchResult) -> None:
-        if self._replaying or not any(r.changed for r in result.results):
+        """The batch answered: its entry is completed (with the agent's registry backups),
+        or dropped when nothing changed."""
+        if self._replaying:
             return
-        role: Role = "client" if backend.role == "client" else "host"
+        role = _role(backend)
+        batch = self._pending.pop(role, None)
+        journal = Journal(self.journal_path(role))
+        if not any(r.changed for r in result.results):
+            journal.rewrite(lambda e: None if e.get("batch") == batch else e)
+            return
         inverse, irreversible = inverse_ops(ops, result, self.baselines.get(role))
-        entry = {
+        done = self._entry(backend, ops, inverse, irreversible, batch=batch)
+        done["results"] = [r.to_json() for r in result.results]
+        journal.rewrite(lambda e: done if e.get("batch") == batch else e)
+
+    def _entry(
+        self,
+        backend: RemoteBackend,
+        ops: list[Op],
+        inverse: list[Op],
+        irreversible: list[str],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        role = _role(backend)
+        entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": self.entry(role).address,
             "role": role,
             "phase": backend.calls.phase,
             "ops": [o.to_json() for o in ops],
-            "results": [r.to_json() for r in result.results],
             "inverse": [o.to_json() for o in inverse],
             "irreversible": irreversible,
+            **extra,
         }
-        path = self.journal_path(role)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if self.fix_tag is not None:
+            entry["fix"] = self.fix_tag
+        return entry
 
-    def rollback(self, role: Role) -> int:
-        """Apply the journal's inverse ops, newest first, in one batch; truncate it."""
-        entries = self.journal(role)
+    def rollback(self, role: Role, fix: str | None = None) -> int:
+        """Apply the journal's inverse ops (only those of ``fix``, when given), newest
+        first, in one batch; then drop those entries (truncate the journal when all)."""
+        journal = Journal(self.journal_path(role))
+        entries = [e for e in journal.entries() if fix is None or e.get("fix") == fix]
         if not entries:
             return 0
         ops = [
@@ -270,7 +295,7 @@ class InventoryProvider(RemoteProvider):
                 self.reset_notes.append(f"{e.get('machine')}: cannot undo {what}")
         backend = self.machine(role)
         backend.calls = CallLog()  # set-up work: not part of any scenario's budget
-        backend.calls.phase = "reset"
+        backend.calls.phase = "reset" if fix is None else "rollback"
         if ops:
             self._replaying = True
             try:
@@ -283,8 +308,39 @@ class InventoryProvider(RemoteProvider):
                     f"{backend.host} ({role}): rolling back the journal failed at"
                     f" {bad.op}: {bad.error}; the journal {self.journal_path(role)} is kept"
                 )
-        self.journal_path(role).write_text("", encoding="utf-8")
+        if fix is None:
+            self.journal_path(role).write_text("", encoding="utf-8")
+        else:
+            journal.rewrite(lambda e: None if e.get("fix") == fix else e)
         return len(ops)
+
+    # -- fixes made by `rdplab fix`, undone by `rdplab rollback` -----------------------------------
+    def begin_fix(self, before: dict[Role, Facts]) -> str:
+        """Tag the journal entries of the batches to come as one fix, whose inverses are
+        planned from ``before`` (the facts the diagnosis gathered)."""
+        self.baselines.update(before)
+        self.fix_tag = f"fix-{time.time_ns()}"
+        return self.fix_tag
+
+    def end_fix(self) -> None:
+        """Mark the fix finished in the journals it wrote to."""
+        tag, self.fix_tag = self.fix_tag, None
+        for role in ROLES:
+            journal = Journal(self.journal_path(role))
+            if any(e.get("fix") == tag for e in journal.entries()):
+                journal.append(
+                    {"fix": tag, "done": True, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                )
+
+    def fixes(self) -> list[tuple[str, bool]]:
+        """(tag, finished) of every fix still in the journals, oldest first."""
+        seen: dict[str, bool] = {}
+        for role in ROLES:
+            for e in self.journal(role):
+                tag = e.get("fix")
+                if isinstance(tag, str):
+                    seen[tag] = seen.get(tag, False) or bool(e.get("done"))
+        return sorted(seen.items(), key=lambda t: int(t[0].split("-")[-1]))
 
     def restore(self, scenario: Scenario) -> None:
         for role in ROLES:
@@ -296,68 +352,8 @@ class InventoryProvider(RemoteProvider):
                 self.baselines[role] = backend.gather({"ports": [scenario.network.port]})
 
 
-def inverse_ops(
-    ops: list[Op], result: BatchResult, baseline: Facts | None
-) -> tuple[list[Op], list[str]]:
-    """The ops that undo a batch's changes (newest first), and what cannot be undone."""
-    inverse: list[Op] = []
-    irreversible: list[str] = []
-    for op, res in reversed(list(zip(ops, result.results, strict=False))):
-        if not res.changed:
-            continue
-        a = op.args
-        if res.backup:  # reg.set, reg.delete, licensing.clear: the agent's own backup
-            inverse.append(Op("reg.restore", {"backup": res.backup}))
-        elif op.name in ("svc.restart", "dns.flush"):
-            continue  # nothing lasting to undo (a restart's new certificate is reported)
-        elif op.name == "dns.cache.seed":
-            inverse.append(Op("dns.flush", {"name": a["name"], "expect": ""}))
-        elif baseline is None or op.name in ("machinekeys.corrupt", "hotfix.install"):
-            irreversible.append(str(op))
-        elif op.name in ("fw.rule.add", "fw.rule.set", "fw.rule.remove"):
-            inverse.extend(_firewall_inverse(op, baseline))
-        elif op.name in ("svc.start", "svc.stop", "svc.config"):
-            svc = baseline.service(a["name"])
-            if svc is None:
-                irreversible.append(str(op))
-                continue
-            inverse.append(Op("svc.config", {"name": a["name"], "start_type": svc["start_type"]}))
-            running = str(svc["status"]).lower() == "running"
-            inverse.append(Op("svc.start" if running else "svc.stop", {"name": a["name"]}))
-        elif op.name in ("hosts.set", "hosts.remove"):
-            was = baseline.hosts.get(a["name"].lower())
-            inverse.append(
-                Op("hosts.set", {"name": a["name"], "address": was})
-                if was
-                else Op("hosts.remove", {"name": a["name"]})
-            )
-        elif op.name == "cert.import":
-            present = any(
-                str(c.get("thumbprint", "")).upper() == str(a["thumbprint"]).upper()
-                for c in baseline.certificates(a["store"])
-            )
-            if not present:
-                inverse.append(Op("cert.remove", {"store": a["store"], "which": a["thumbprint"]}))
-        else:  # cert.remove (the private key cannot come back), anything new
-            irreversible.append(str(op))
-    return inverse, irreversible
-
-
-def _firewall_inverse(op: Op, baseline: Facts) -> list[Op]:
-    a = op.args
-    if op.name == "fw.rule.add":
-        name = str(a["rule"].get("name", ""))
-        before = baseline.fw_rules(name=name)
-        if before:
-            return [Op("fw.rule.add", {"rule": r.to_json()}) for r in before]
-        return [Op("fw.rule.remove", {"match": {"name": name}})]
-    before = baseline.fw_rules(**a["match"])
-    if op.name == "fw.rule.remove":
-        return [Op("fw.rule.add", {"rule": r.to_json()}) for r in before]
-    return [
-        Op("fw.rule.set", {"match": {"name": r.name}, "enabled": r.enabled, "action": r.action})
-        for r in before
-    ]
+def _role(backend: RemoteBackend) -> Role:
+    return "client" if backend.role == "client" else "host"
 
 
 __all__ = ["DEFAULT_INVENTORY", "InventoryProvider", "inverse_ops", "load_inventory"]

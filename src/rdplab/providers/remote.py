@@ -41,6 +41,7 @@ from rdplab.transports.base import Transport
 from rdplab.twin.certs import crl_urls
 
 AfterApply = Callable[["RemoteBackend", list[Op], BatchResult], None]
+BeforeApply = Callable[["RemoteBackend", list[Op]], None]
 
 
 class RemoteBackend(AgentBackend):
@@ -48,13 +49,21 @@ class RemoteBackend(AgentBackend):
     the client's DNS answer from them) and telling the provider about every batch."""
 
     def __init__(
-        self, role: str, transport: Transport, calls: CallLog, after_apply: AfterApply | None
+        self,
+        role: str,
+        transport: Transport,
+        calls: CallLog,
+        after_apply: AfterApply | None,
+        before_apply: BeforeApply | None = None,
     ) -> None:
         super().__init__(role, transport, calls)
         self.last_facts: Facts | None = None
         self.after_apply = after_apply
+        self.before_apply = before_apply
 
     def apply(self, ops: list[Op]) -> BatchResult:
+        if self.before_apply is not None:
+            self.before_apply(self, ops)
         result = super().apply(ops)
         if self.after_apply is not None:
             self.after_apply(self, ops, result)
@@ -95,8 +104,11 @@ class RemoteProvider(Provider):
         (``network.target_port``: RDP-Tcp, or the WebSocket port) when the client resolves
         the host's lab name to its lab address."""
 
+    def before_apply(self, backend: RemoteBackend, ops: list[Op]) -> None:
+        """Called before every batch is sent (the inventory provider journals it first)."""
+
     def after_apply(self, backend: RemoteBackend, ops: list[Op], result: BatchResult) -> None:
-        """Called after every batch (the inventory provider journals it)."""
+        """Called after every batch (the inventory provider completes its journal entry)."""
 
     # -- machines ---------------------------------------------------------------------------
     def machine(self, role: Role) -> RemoteBackend:
@@ -106,7 +118,7 @@ class RemoteProvider(Provider):
             transport = self.open_transport(role)
             transport.open()
             self.transports[role] = transport
-            backend = RemoteBackend(role, transport, CallLog(), self.after_apply)
+            backend = RemoteBackend(role, transport, CallLog(), self.after_apply, self.before_apply)
             self.backends[role] = backend
             if role not in self.agent_status:  # once per machine, not per (re)connection
                 try:
