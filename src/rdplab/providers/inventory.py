@@ -7,9 +7,10 @@ reference only (``password_env: VAR`` or ``keyring: service/user``; for ssh also
 ``key_file``, ``passphrase_env`` and ``known_hosts``). A literal ``password`` in the file
 is an error naming file, line and field: secrets never live in the inventory.
 
-Reset is the rollback journal. Every batch that changes something is written, before
-anything else happens, as one JSON line to ``<journal dir>/<address>_<port>.jsonl``
-(``.rdplab-journal/`` next to the inventory): the ops, their results and the inverse ops.
+Reset is the rollback journal (``rdplab.providers.journal``). Every batch is written
+before it is sent, with an inverse planned from the facts, and completed when it answers,
+as one JSON line in ``<journal dir>/<address>_<port>.jsonl`` (``.rdplab-journal/`` next
+to the inventory): the ops, their results and the inverse ops.
 Registry changes are undone with ``reg.restore`` of the backup the agent made; firewall
 rules, services and hosts entries go back to the machine's state gathered when the run
 began. ``reset()`` applies the inverse ops in reverse order (one batch per machine) and
