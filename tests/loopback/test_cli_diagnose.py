@@ -220,3 +220,43 @@ def test_bad_inventory_file(tmp_path: Path, text: str, expected: str) -> None:
 def test_usage_errors(args: list[str], expected: str) -> None:
     line = one_error_line(rdplab("diagnose", *args))
     assert expected in line, line
+
+
+@pytest.mark.ssh_loopback
+@pytest.mark.parametrize("problem", ["unknown host key", "refused key"])
+def test_ssh_errors(tmp_path: Path, problem: str) -> None:
+    """Over SSH (paramiko to a real sshd): a host key that is not in known_hosts, and a
+    key the server refuses, are one line naming the host, before anything runs."""
+    from .ssh_server import ssh_server
+
+    with ssh_server(tmp_path / "sshd") as host:
+        known, key = host.known_hosts, host.client_key
+        if problem == "unknown host key":
+            known = tmp_path / "empty_known_hosts"
+            known.write_text("")
+        else:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ed25519
+
+            key = tmp_path / "other_key"  # a key the server does not know
+            key.write_bytes(
+                ed25519.Ed25519PrivateKey.generate().private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.OpenSSH,
+                    serialization.NoEncryption(),
+                )
+            )
+            key.chmod(0o600)
+        inventory = tmp_path / "inventory.yaml"
+        entry = (
+            f"    address: 127.0.0.1\n    transport: ssh\n    port: {host.port}\n"
+            f"    username: {host.user}\n    key_file: {key}\n    known_hosts: {known}\n"
+        )
+        inventory.write_text(f"machines:\n  client:\n{entry}  host:\n{entry}")
+        line = one_error_line(rdplab("diagnose", "--inventory", str(inventory)))
+        expected = {
+            "unknown host key": f"host key for [127.0.0.1]:{host.port} is not in {known}",
+            "refused key": f"authentication failed for user {host.user} at 127.0.0.1:",
+        }[problem]
+        assert line.startswith(f"error: 127.0.0.1: {expected}"), line
+        assert host.command_count == 0  # nothing ran

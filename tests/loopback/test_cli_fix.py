@@ -297,6 +297,7 @@ def test_fix_and_rollback_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
         assert not twin.apply(break_plan(sc)["host"]).errors
         host.set_twin(twin)
+        host.install_agent()  # as a first --install-agent run leaves it (tested over WinRM)
         broken = host.twin().snapshot()
         monkeypatch.setenv("RDPLAB_TEST_CLIENT_PW", client.password)
         inventory = tmp_path / "inventory.yaml"
@@ -309,7 +310,7 @@ def test_fix_and_rollback_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "    rdp_port: 1\n"
             "probe_timeout: 1\n"
         )
-        inv = ["--inventory", str(inventory), "--install-agent"]
+        inv = ["--inventory", str(inventory)]
         proc = rdplab("diagnose", *inv, "--json")
         assert proc.returncode == 1, proc.stderr
         assert found(json.loads(proc.stdout)) == {("rdp-disabled", "host")}
