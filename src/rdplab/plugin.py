@@ -21,6 +21,7 @@ from rdplab.errors import RdplabError
 from rdplab.lab import Lab, Scenario, load_lab
 from rdplab.providers import Provider, get_provider
 from rdplab.report import evidence_html, properties
+from rdplab.report_page import matrix, section, section_head
 from rdplab.scenario import ScenarioRun, run_scenario
 
 DEFAULT_LAB = "labs/rdp-0x904.yaml"
@@ -218,17 +219,69 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     aspect = aspect_marker.args[0] if aspect_marker else "detect"
     for key, value in properties(run):
         item.user_properties.append((key, value))
+    evidence = evidence_html(run, aspect)
+    # for the page's matrix and sections (plain data: travels from xdist workers too)
+    report.rdplab = {"scenario": run.scenario.id, "aspect": aspect, "evidence": evidence}
+    sent = item.config.stash.setdefault(_HEADS_SENT, set())
+    if run.scenario.id not in sent:
+        sent.add(run.scenario.id)
+        report.rdplab["head"] = section_head(run)
     try:
         from pytest_html import extras
     except ImportError:  # pragma: no cover - pytest-html is a dependency
         return
-    report.extras = [*getattr(report, "extras", []), extras.html(evidence_html(run, aspect))]
+    report.extras = [*getattr(report, "extras", []), extras.html(evidence)]
+
+
+#: scenarios whose section head this process already attached to a report
+_HEADS_SENT = pytest.StashKey[set[str]]()
+
+
+@dataclass(eq=False)  # a registered plugin object: hashed by identity
+class PageParts:
+    """What the report page's matrix and sections are made of, collected from the test
+    reports (in the process that writes the HTML)."""
+
+    outcomes: dict[tuple[str, str], str] = field(default_factory=dict)
+    evidence: dict[str, dict[str, str]] = field(default_factory=dict)
+    heads: dict[str, str] = field(default_factory=dict)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "rdplab", None)
+        if not isinstance(data, dict):
+            return
+        sid, aspect = data["scenario"], data["aspect"]
+        self.outcomes[(sid, aspect)] = report.outcome
+        self.evidence.setdefault(sid, {})[aspect] = data["evidence"]
+        if "head" in data:
+            self.heads.setdefault(sid, data["head"])
+
+
+PAGE = pytest.StashKey[PageParts]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Collect the page's parts from every test report (also those xdist workers send)."""
+    parts = session.config.stash[PAGE] = PageParts()
+    session.config.pluginmanager.register(parts, "rdplab-page")
 
 
 def pytest_html_results_summary(
     prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
 ) -> None:
+    parts = session.config.stash.get(PAGE, None)
     lab = session.config.stash.get(LAB_SESSION, None)
+    if parts is not None and parts.heads:
+        order = [s.id for s in lab.lab.scenarios] if lab else []
+        order = [s for s in order if s in parts.heads] + sorted(set(parts.heads) - set(order))
+        prefix.insert(0, matrix(order, parts.outcomes))
+        postfix.append(
+            "<h2>Scenarios</h2>"
+            + "".join(
+                section(sid, parts.heads[sid], parts.evidence.get(sid, {}), parts.outcomes)
+                for sid in order
+            )
+        )
     provider = lab._provider if lab else None
     if provider is None or provider.name == "sim":
         what = (

@@ -4,9 +4,10 @@ sequence that ``run_scenario`` executes. Other commands compose the same steps i
 order or subset (``DIAGNOSE``, ``BREAK``, ...), so the lab suite, ``diagnose``, ``fix``,
 exercises and ``serve`` share one path for each piece of work.
 
-reset -> baseline -> break -> gather -> detect -> connect -> fix -> verify (gather, detect,
-connect) -> fix again (must change nothing) -> diff against the baseline -> judge (does the
-state after the fix weaken security against the baseline? ``rdplab.security``).
+reset -> baseline -> connect (before the break) -> break -> gather -> detect -> connect ->
+fix -> verify (gather, detect, connect) -> fix again (must change nothing) -> diff against
+the baseline -> judge (does the state after the fix weaken security against the baseline?
+``rdplab.security``).
 
 A scenario that brings its own fix (``fix:`` in the lab file, ``Scenario.fix``) runs it in
 place of the catalog's. A script fix needs Windows PowerShell: where the provider has none
@@ -71,6 +72,8 @@ class ScenarioRun:
     break_ops: dict[str, list[Op]] = field(default_factory=dict)
     break_results: dict[str, BatchResult] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    #: the connection at the baseline, before the break (the report's first diagram)
+    connection_before: ConnectionResult | None = None
     connection: ConnectionResult | None = None
     fixes: list[AppliedFix] = field(default_factory=list)
     withheld: list[AppliedFix] = field(default_factory=list)
@@ -349,6 +352,13 @@ def baseline(run: ScenarioRun) -> None:
     run.base = {role: run.lab.backend(role).snapshot() for role in ROLES}
 
 
+@step("connect-before")
+def connect_before(run: ScenarioRun) -> None:
+    """The connection at the baseline, before anything is broken."""
+    assert run.provider_obj is not None
+    run.connection_before = run.provider_obj.connect(run.scenario, run.lab)
+
+
 @step("break")
 def break_(run: ScenarioRun) -> None:
     run.break_ops = {role: ops for role, ops in break_plan(run.scenario).items()}
@@ -521,6 +531,7 @@ def steps(*names: str) -> tuple[Step, ...]:
 STEPS = steps(
     "reset",
     "baseline",
+    "connect-before",
     "break",
     "gather",
     "detect",

@@ -1,0 +1,99 @@
+"""The readable report page: stage diagrams, the settings table, the matrix, and the page
+pytest-html writes (also when xdist workers ran the scenarios)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from rdplab.lab import load_lab
+from rdplab.providers import get_provider
+from rdplab.report_page import matrix, section, section_head, settings_rows, stage_svg
+from rdplab.scenario import run_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = load_lab(REPO / "labs" / "rdp-0x904.yaml")
+
+
+def test_the_broken_diagram_marks_the_failing_stage_and_its_codes() -> None:
+    run = run_scenario(get_provider("sim"), LAB.scenario("rdp-disabled-policy"))
+    svg = stage_svg(run.connection, "rdp-disabled-policy", "broken", "after the break")
+    assert 'data-scenario="rdp-disabled-policy"' in svg and 'data-phase="broken"' in svg
+    states = re.findall(r'data-stage="([^"]+)" data-state="([^"]+)"', svg)
+    assert states == [
+        ("name-resolution", "ok"),
+        ("tcp", "failed"),
+        ("x224", "not-reached"),
+        ("tls", "not-reached"),
+        ("credssp", "not-reached"),
+        ("licensing", "not-reached"),
+    ]
+    assert ">0x904 / 0x7</text>" in svg and 'stroke="#d93025"' in svg
+
+
+def test_negotiation_failure_code_is_drawn() -> None:
+    run = run_scenario(get_provider("sim"), LAB.scenario("security-layer-mismatch"))
+    svg = stage_svg(run.connection, "security-layer-mismatch", "broken", "after the break")
+    assert "0x904 / 0x7, RDP_NEG_FAILURE 0x2" in svg
+
+
+def test_settings_rows_say_before_after_and_source() -> None:
+    run = run_scenario(get_provider("sim"), LAB.scenario("rdp-disabled-policy"))
+    rows = {(r[0], r[1]): r[2:] for r in settings_rows(run)}
+    key = (
+        "host",
+        r"HKLM\SOFTWARE\Policies\Microsoft\Windows NT\Terminal Services\fDenyTSConnections",
+    )
+    before, broken, fixed, source = rows[key]
+    assert (before, broken, fixed) == (None, 1, None)
+    assert "break: rdp-disabled" in source or "fix: rdp-disabled/" in source, source
+
+
+def test_section_and_matrix_carry_the_scenario_id() -> None:
+    run = run_scenario(get_provider("sim"), LAB.scenario("rdp-cert-corrupt"))
+    outcomes = {("rdp-cert-corrupt", "detect"): "passed", ("rdp-cert-corrupt", "fix"): "failed"}
+    page = section(
+        "rdp-cert-corrupt", section_head(run), {"detect": "<p>x</p>", "fix": "<p>y</p>"}, outcomes
+    )
+    assert page.count('data-scenario="rdp-cert-corrupt"') == 1 + 1 + 3  # section, figures, svgs
+    assert 'id="ev-rdp-cert-corrupt-detect"' in page and 'id="ev-rdp-cert-corrupt-fix"' in page
+    grid = matrix(["rdp-cert-corrupt"], outcomes)
+    assert '<tr data-scenario="rdp-cert-corrupt">' in grid
+    assert 'class="rdplab-cell-failed"' in grid and 'href="#ev-rdp-cert-corrupt-fix"' in grid
+
+
+def test_the_page_under_xdist_has_every_selected_scenario(tmp_path: Path) -> None:
+    """Scenarios run in xdist workers; their sections travel to the process writing HTML."""
+    out = tmp_path / "lab.html"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "tests" / "test_lab.py"),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-n",
+            "2",
+            "-k",
+            "rdp-disabled or healthy",
+            f"--html={out}",
+            "--self-contained-html",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    page = out.read_text()
+    top = page.index('id="rdplab-matrix"')
+    assert top < page.index("What ran on what") < page.index("<h2>Scenarios</h2>")
+    rows = re.findall(r'<tr data-scenario="([^"]+)">', page)
+    assert rows == ["healthy", "rdp-disabled", "rdp-disabled-policy"]
+    sections = re.findall(r'<section class="rdplab-scenario" id="scenario-([^"]+)"', page)
+    assert sections == rows
+    assert "<pre>" not in page[top:]  # evidence as tables, not JSON dumps
