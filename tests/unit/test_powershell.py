@@ -481,6 +481,54 @@ def test_ps1_calls_only_ps51_cmdlets_and_parameters(path: Path) -> None:
     assert not problems, f"{rel}:\n" + "\n".join(f"{rel}:{p}" for p in problems)
 
 
+# Modules whose cmdlets are CDXML (script-module functions over CIM classes): they see the
+# global $ErrorActionPreference, not the calling script's 'Stop', so a failure would only be
+# written to stderr (PowerShell issues 4568 and 24389). DISM is a binary module; its one call
+# is held to the same rule so that no change cmdlet relies on the preference.
+CDXML_MODULES = {"NetSecurity", "NetConnection", "DnsClient", "NetTCPIP", "NetAdapter", "DISM"}
+
+
+@cache
+def ps51_modules() -> dict[str, list[str]]:
+    data = json.loads(PS51_DATA.read_text(encoding="utf-8"))
+    return {name: list(body["modules"]) for name, body in data.items()}
+
+
+def calls_without_error_action(source: bytes) -> list[str]:
+    """line: command for every CDXML-module cmdlet called without an explicit -ErrorAction."""
+    modules = ps51_modules()
+    out = []
+    for node in walk(parse(source).root_node):
+        if node.type != "command":
+            continue
+        name = next((text(c) for c in node.children if c.type == "command_name"), "")
+        if not CDXML_MODULES & set(modules.get(name.lower(), [])):
+            continue
+        params = [
+            text(c).split(":", 1)[0].lower()
+            for e in node.children
+            if e.type == "command_elements"
+            for c in e.children
+            if c.type == "command_parameter"
+        ]
+        if not any(p in ("-erroraction", "-ea") for p in params):
+            out.append(f"{node.start_point[0] + 1}: {text(node)[:100]}")
+    return out
+
+
+@pytest.mark.parametrize("path", PS1_FILES, ids=[str(p.relative_to(REPO)) for p in PS1_FILES])
+def test_cdxml_cmdlets_are_called_with_an_error_action(path: Path) -> None:
+    """issue 7 item 7: without -ErrorAction Stop a failing firewall change reports changed and
+    nothing is rolled back (fixtures/contract/fw-failing-rule-change-rolls-back-batch.json)."""
+    missing = calls_without_error_action(path.read_bytes())
+    assert not missing, f"{path.relative_to(REPO)}:\n" + "\n".join(missing)
+
+
+def test_error_action_check_finds_a_bare_cdxml_call() -> None:
+    source = b"Set-NetFirewallRule -Name x -Enabled False\nClear-DnsClientCache -ea Stop\n"
+    assert [m.split(":")[0] for m in calls_without_error_action(source)] == ["1"]
+
+
 def test_ps51_check_flags_unknown_cmdlets_parameters_and_missing_functions() -> None:
     source = (
         b"function Get-Mine { param($a) }\n"

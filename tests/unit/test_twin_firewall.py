@@ -298,3 +298,16 @@ def test_snapshot_round_trip(rdp_fw: Firewall) -> None:
         }
     )
     assert again.snapshot() == snap
+
+
+@pytest.mark.parametrize("port", ["70000", "3389-70000", "4000-3000"])
+def test_rules_with_ports_windows_refuses_are_refused(port: str) -> None:
+    """New-NetFirewallRule refuses ports outside 0-65535 (issue 7 item 7's contract case makes
+    a firewall op fail this way, on the twin and on Windows)."""
+    with pytest.raises(OpError, match="is not a port or range in 0-65535"):
+        Rule.from_json({"name": "bad", "local_port": port})
+
+
+@pytest.mark.parametrize("port", ["65535", "49152-65535", "RPC-EPMap", "IPHTTPSIn", "Any"])
+def test_ports_and_keywords_windows_accepts_pass(port: str) -> None:
+    assert Rule.from_json({"name": "ok", "local_port": port}).local_port == [port]

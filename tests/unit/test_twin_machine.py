@@ -176,8 +176,7 @@ def test_if_changed_restart(fresh: Twin) -> None:
 
 
 # -- backups --------------------------------------------------------------------------------
-def test_reg_set_backs_up_the_key_first(fresh: Twin) -> None:
-    original = fresh.registry.export(win.RDP_TCP_KEY)
+def test_reg_set_backs_up_the_value_first(fresh: Twin) -> None:
     r = fresh.apply(
         [
             Op(
@@ -188,7 +187,13 @@ def test_reg_set_backs_up_the_key_first(fresh: Twin) -> None:
     ).results[0]
     assert r.backup == "twin://HOST/backup/1"
     assert "3389 -> 3390" in r.detail
-    assert fresh.journal == [{"key": win.RDP_TCP_KEY, "export": original}]
+    assert fresh.journal == [
+        {
+            "key": win.RDP_TCP_KEY,
+            "name": "PortNumber",
+            "value": {"type": "REG_DWORD", "data": 3389},
+        }
+    ]
     # an op that changes nothing takes no backup
     r = fresh.apply(
         [
@@ -200,7 +205,7 @@ def test_reg_set_backs_up_the_key_first(fresh: Twin) -> None:
     ).results[0]
     assert r.backup is None and len(fresh.journal) == 1
     # the backup restores the old state
-    fresh.registry.restore(fresh.journal[0]["export"], win.RDP_TCP_KEY)
+    fresh._restore(fresh.journal[0])
     assert fresh.lookup(win.RDP_TCP_KEY, "PortNumber") == 3389
 
 
@@ -501,3 +506,46 @@ def test_port_range_selector_never_leaves_a_half_applied_batch(fresh: Twin) -> N
     else:
         ws = [r for r in fresh.firewall.rules if r.group == win.RD_WS_GROUP]
         assert ws and not any(r.enabled for r in ws)
+
+
+def test_restore_puts_back_only_what_the_backup_covers(fresh: Twin) -> None:
+    """issue 7 item 13: a value backup restores that value; a value Windows (or anyone) wrote
+    in the same key since is left alone, and does not make the restore report a change."""
+    set_port = Op(
+        "reg.set",
+        {"key": win.RDP_TCP_KEY, "name": "PortNumber", "type": "REG_DWORD", "data": 3390},
+    )
+    backup = fresh.apply([set_port]).results[0].backup
+    assert backup is not None
+    fresh.registry.set(win.TS_KEY, "GlassSessionId", "REG_DWORD", 7)  # a run-time write
+    fresh.registry.set(win.RDP_TCP_KEY, "RuntimeNote", "REG_SZ", "written since")
+    r = fresh.apply([Op("reg.restore", {"backup": backup})]).results[0]
+    assert (r.changed, r.error) == (True, None)
+    assert fresh.lookup(win.RDP_TCP_KEY, "PortNumber") == 3389
+    assert fresh.lookup(win.RDP_TCP_KEY, "RuntimeNote") == "written since"
+    again = fresh.apply([Op("reg.restore", {"backup": backup})]).results[0]
+    assert (again.changed, again.detail) == (
+        False,
+        rf"{win.RDP_TCP_KEY}\PortNumber already as backed up",
+    )
+
+
+def test_restore_of_a_key_deletion_puts_the_tree_back(fresh: Twin) -> None:
+    sub = win.RDP_TCP_KEY + r"\rdplab-test"
+    fresh.registry.set(sub, "A", "REG_SZ", "a")
+    backup = fresh.apply([Op("reg.delete", {"key": sub})]).results[0].backup
+    assert backup is not None and fresh.registry.key(sub) is None
+    assert fresh.apply([Op("reg.restore", {"backup": backup})]).results[0].changed
+    assert fresh.lookup(sub, "A") == "a"
+
+
+def test_a_default_value_is_set_backed_up_and_restored(fresh: Twin) -> None:
+    """issue 7 item 8: the key's default entry (empty name) round-trips through a backup."""
+    key = r"HKLM\SOFTWARE\rdplab\contract"
+    first = Op("reg.set", {"key": key, "name": "", "type": "REG_SZ", "data": "first"})
+    second = Op("reg.set", {"key": key, "name": "", "type": "REG_SZ", "data": "second"})
+    results = fresh.apply([first, second]).results
+    assert [r.changed for r in results] == [True, True]
+    assert fresh.apply([Op("reg.restore", {"backup": results[1].backup or ""})]).results[0].changed
+    assert fresh.lookup(key, "") == "first"
+    assert fresh.registry_view([key])[key]["values"] == {"": {"type": "REG_SZ", "data": "first"}}

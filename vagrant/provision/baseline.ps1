@@ -150,22 +150,22 @@ foreach ($rule in $spec.firewall_rules) {
     if ($isOn -eq [bool] $rule.enabled) {
         Write-Step ("ok firewall rule {0} enabled={1}" -f $rule.name, $isOn)
     } elseif ([bool] $rule.enabled) {
-        Enable-NetFirewallRule -Name $rule.name
+        Enable-NetFirewallRule -Name $rule.name -ErrorAction Stop
         Write-Step ("enabled firewall rule {0}" -f $rule.name)
     } else {
-        Disable-NetFirewallRule -Name $rule.name
+        Disable-NetFirewallRule -Name $rule.name -ErrorAction Stop
         Write-Step ("disabled firewall rule {0}" -f $rule.name)
     }
 }
 
 if ($spec.network_category) {
-    foreach ($conn in @(Get-NetConnectionProfile)) {
+    foreach ($conn in @(Get-NetConnectionProfile -ErrorAction Stop)) {
         $category = [string] $conn.NetworkCategory
         if ($category -eq 'DomainAuthenticated' -or $category -eq $spec.network_category) {
             Write-Step ("ok interface {0} network category {1}" -f $conn.InterfaceAlias, $category)
             continue
         }
-        Set-NetConnectionProfile -InterfaceIndex $conn.InterfaceIndex -NetworkCategory $spec.network_category
+        Set-NetConnectionProfile -InterfaceIndex $conn.InterfaceIndex -NetworkCategory $spec.network_category -ErrorAction Stop
         Write-Step ("set interface {0} network category {1} (was {2})" -f $conn.InterfaceAlias, $spec.network_category, $category)
     }
 }
@@ -229,16 +229,16 @@ if ($Zone -ne '') {
 }
 
 $namespace = '.' + $LabDomain
-$nrpt = @(Get-DnsClientNrptRule | Where-Object { $_.Namespace -contains $namespace })
+$nrpt = @(Get-DnsClientNrptRule -ErrorAction Stop | Where-Object { $_.Namespace -contains $namespace })
 $nrptOk = ($nrpt.Count -eq 1) -and (@($nrpt[0].NameServers) -join ',') -eq $DnsServer
 if ($nrptOk) {
     Write-Step "ok queries for $namespace go to $DnsServer"
 } else {
-    foreach ($rule in $nrpt) { Remove-DnsClientNrptRule -Name $rule.Name -Force }
-    Add-DnsClientNrptRule -Namespace $namespace -NameServers $DnsServer | Out-Null
+    foreach ($rule in $nrpt) { Remove-DnsClientNrptRule -Name $rule.Name -Force -ErrorAction Stop }
+    Add-DnsClientNrptRule -Namespace $namespace -NameServers $DnsServer -ErrorAction Stop | Out-Null
     Write-Step "queries for $namespace now go to $DnsServer"
 }
-Clear-DnsClientCache
+Clear-DnsClientCache -ErrorAction Stop
 Write-Step 'flushed the DNS client cache (the baselines start with it empty)'
 
 $here = @(Get-NetIPAddress -IPAddress $Address -ErrorAction SilentlyContinue)

@@ -54,6 +54,20 @@ def _expand(value: Any) -> list[int]:
     return out
 
 
+MAX_PORT = 65535  # TCP and UDP ports are 16-bit numbers (RFC 9293 section 3.1, RFC 768)
+
+
+def _check_port(rule: str, p: str) -> None:
+    """Refuse what New-NetFirewallRule refuses: a port number or range end above 65535, or a
+    range whose ends are reversed. Keywords (RPC, RPC-EPMap, IPHTTPSIn, ...) pass."""
+    lo, dash, hi = p.partition("-")
+    numbers = [lo, hi] if dash else [lo]
+    if not all(n.isdigit() for n in numbers):
+        return
+    if any(int(n) > MAX_PORT for n in numbers) or (dash and int(lo) > int(hi)):
+        raise OpError(f"firewall rule {rule}: {p!r} is not a port or range in 0-{MAX_PORT}")
+
+
 def port_matches(ports: list[str], port: int) -> bool:
     for p in ports:
         if p == "Any":
@@ -106,6 +120,8 @@ class Rule:
             raise OpError(f"firewall rule {rule.name}: direction must be In or Out")
         if rule.action not in ("Allow", "Block"):
             raise OpError(f"firewall rule {rule.name}: action must be Allow or Block")
+        for p in (*rule.local_port, *rule.remote_port):
+            _check_port(rule.name, p)
         return rule
 
     def to_json(self) -> dict[str, Any]:

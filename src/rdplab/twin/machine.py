@@ -170,9 +170,35 @@ class Twin:
         for k, v in saved.items():
             setattr(self, k, v)
 
-    def _backup(self, key: str) -> str:
-        self.journal.append({"key": key, "export": self.registry.export(key)})
+    def _backup(self, key: str, name: str | None = None) -> str:
+        """Journal what a change is about to touch: one value (``name`` given; a restore puts
+        back that value only, so values Windows writes at run time in the same key are left
+        alone) or the whole key tree (a key deletion). agent.ps1's Backup-RegKey does the same.
+        """
+        if name is None:
+            self.journal.append({"key": key, "export": self.registry.export(key)})
+        else:
+            value = self.registry.get(key, name)
+            saved = None if value is None else value.to_json()
+            self.journal.append({"key": key, "name": name, "value": saved})
         return f"twin://{self.computer.name}/backup/{len(self.journal)}"
+
+    def _backup_current(self, saved: dict[str, Any]) -> bool:
+        """Whether what a journal entry covers is as it was backed up."""
+        if "name" in saved:
+            value = self.registry.get(saved["key"], saved["name"])
+            return bool((None if value is None else value.to_json()) == saved["value"])
+        return bool(self.registry.export(saved["key"]) == saved["export"])
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        if "name" not in saved:
+            self.registry.restore(saved["export"], saved["key"])
+        elif saved["value"] is None:
+            self.registry.delete_value(saved["key"], saved["name"])
+        else:
+            self.registry.set(
+                saved["key"], saved["name"], saved["value"]["type"], saved["value"]["data"]
+            )
 
     def _apply_one(self, op: Op, changed_before: bool) -> OpResult:
         a = op.args
@@ -182,7 +208,7 @@ class Twin:
             stored = check_value(a["type"], a["data"], f"{a['key']}\\{a['name']}")
             if before is not None and before.type == a["type"] and before.data == stored:
                 return OpResult(name, False, f"{a['key']}\\{a['name']} already {a['data']!r}")
-            backup = self._backup(a["key"])
+            backup = self._backup(a["key"], a["name"])
             self.registry.set(a["key"], a["name"], a["type"], a["data"])
             was = "absent" if before is None else repr(before.data)
             return OpResult(name, True, f"{a['key']}\\{a['name']}: {was} -> {a['data']!r}", backup)
@@ -196,7 +222,7 @@ class Twin:
             target = key + "\\" + (value or "(Default)") if value is not None else key
             if not present:
                 return OpResult(name, False, f"{target} already absent")
-            backup = self._backup(key)
+            backup = self._backup(key, value)
             if value is not None:
                 self.registry.delete_value(key, value)
             else:
@@ -208,9 +234,10 @@ class Twin:
             if not index.isdigit() or not 0 < int(index) <= len(self.journal):
                 raise OpError(f"reg.restore: no backup {a['backup']!r} on {self.computer.name}")
             saved = self.journal[int(index) - 1]
-            if self.registry.export(saved["key"]) == saved["export"]:
-                return OpResult(name, False, f"{saved['key']} already as backed up")
-            self.registry.restore(saved["export"], saved["key"])
+            shown = saved["key"] + ("\\" + saved["name"] if "name" in saved else "")
+            if self._backup_current(saved):
+                return OpResult(name, False, f"{shown} already as backed up")
+            self._restore(saved)
             return OpResult(name, True, f"restored {saved['key']} from {a['backup']}")
         if name == "fw.rule.add":
             changed = self.firewall.add(a["rule"])

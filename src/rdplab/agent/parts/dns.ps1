@@ -91,7 +91,7 @@ function Invoke-OpDnsFlush {
     if (-not $cache.Contains($name) -or $cache[$name] -eq [string]$A['expect']) {
         return New-OpResult 'dns.flush' $false 'no stale entry'
     }
-    Clear-DnsClientCache
+    Clear-DnsClientCache -ErrorAction Stop
     return New-OpResult 'dns.flush' $true 'cache flushed'
 }
 

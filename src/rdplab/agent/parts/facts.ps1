@@ -12,7 +12,7 @@ function Get-FactsFirewall {
     param([int[]]$Ports)
     $profiles = New-Dict
     # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallprofile
-    foreach ($p in @(Get-NetFirewallProfile -PolicyStore ActiveStore)) {
+    foreach ($p in @(Get-NetFirewallProfile -PolicyStore ActiveStore -ErrorAction Stop)) {
         $body = New-Dict
         $body['enabled'] = ([string]$p.Enabled -ne 'False')
         $body['default_inbound'] = 'Block'

@@ -93,17 +93,17 @@ function Get-FwRules {
         $pattern = [System.Management.Automation.WildcardPattern]::Escape([string]$Selector['group'])
         $rules = @(Get-NetFirewallRule -DisplayGroup $pattern -ErrorAction SilentlyContinue)
     } else {
-        $rules = @(Get-NetFirewallRule)
+        $rules = @(Get-NetFirewallRule -ErrorAction Stop)
     }
     $ports = @{}
     $apps = @{}
     if ($rules.Count -gt 20) {
-        foreach ($f in @(Get-NetFirewallPortFilter -All)) { $ports[[string]$f.InstanceID] = $f }
-        foreach ($f in @(Get-NetFirewallApplicationFilter -All)) { $apps[[string]$f.InstanceID] = $f }
+        foreach ($f in @(Get-NetFirewallPortFilter -All -ErrorAction Stop)) { $ports[[string]$f.InstanceID] = $f }
+        foreach ($f in @(Get-NetFirewallApplicationFilter -All -ErrorAction Stop)) { $apps[[string]$f.InstanceID] = $f }
     } else {
         foreach ($rule in $rules) {
-            $ports[[string]$rule.InstanceID] = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule
-            $apps[[string]$rule.InstanceID] = Get-NetFirewallApplicationFilter -AssociatedNetFirewallRule $rule
+            $ports[[string]$rule.InstanceID] = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop
+            $apps[[string]$rule.InstanceID] = Get-NetFirewallApplicationFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop
         }
     }
     $out = New-Object System.Collections.Generic.List[object]
@@ -240,7 +240,7 @@ function New-FwRule {
     } elseif ($portsGiven) {
         Stop-Op ('firewall rule {0}: ports need protocol TCP or UDP' -f $Spec['name'])
     }
-    $null = New-NetFirewallRule @params
+    $null = New-NetFirewallRule @params -ErrorAction Stop
 }
 
 function Set-FwRuleDefinition {
@@ -249,7 +249,7 @@ function Set-FwRuleDefinition {
     # https://learn.microsoft.com/en-us/powershell/module/netsecurity/set-netfirewallrule
     param([System.Collections.IDictionary]$Spec, [System.Collections.IDictionary]$Current, [string]$CurrentGroupRaw, [string]$Group)
     if ($Spec['group'] -cne $Current['group']) {
-        Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($Current['name']))
+        Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($Current['name'])) -ErrorAction Stop
         New-FwRule $Spec $Group
         return
     }
@@ -271,14 +271,14 @@ function Set-FwRuleDefinition {
         $params['LocalPort'] = [string[]]@($Spec['local_port'])
         $params['RemotePort'] = [string[]]@($Spec['remote_port'])
     }
-    Set-NetFirewallRule @params
+    Set-NetFirewallRule @params -ErrorAction Stop
 }
 
 function Get-ActiveProfile {
     # One of Domain/Private/Public; with several active, the most restrictive (Public first).
     # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallsetting
     $active = ''
-    try { $active = [string](Get-NetFirewallSetting -PolicyStore ActiveStore).ActiveProfile } catch { $active = '' }
+    try { $active = [string](Get-NetFirewallSetting -PolicyStore ActiveStore -ErrorAction Stop).ActiveProfile } catch { $active = '' }
     if ($active -eq '') {
         $cats = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object { [string]$_.NetworkCategory })
         $active = ($cats | ForEach-Object { $_.Replace('DomainAuthenticated', 'Domain') }) -join ','
@@ -339,7 +339,7 @@ function Invoke-OpFwRuleSet {
         Add-Undo $undo
         $flag = 'False'
         if ($enabled) { $flag = 'True' }
-        Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($rule['name'])) -Enabled $flag -Action $action
+        Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($rule['name'])) -Enabled $flag -Action $action -ErrorAction Stop
         $n++
     }
     return New-OpResult 'fw.rule.set' ($n -gt 0) ('{0} rule(s) changed matching {1}' -f $n, (Format-Repr $match))
@@ -356,16 +356,19 @@ function Invoke-OpFwRuleRemove {
         $undo['Group'] = $e['Group']
         $undo['Name'] = $e['Json']['name']
         Add-Undo $undo
-        Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($e['Json']['name']))
+        Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($e['Json']['name'])) -ErrorAction Stop
     }
     $n = $doomed.Count
     return New-OpResult 'fw.rule.remove' ($n -gt 0) ('{0} rule(s) removed matching {1}' -f $n, (Format-Repr $match))
 }
 
 function Undo-FwDelete {
-    # Undo kind 'fw-delete': remove a rule the batch added.
+    # Undo kind 'fw-delete': remove a rule the batch added (a rule already gone is fine; any
+    # other failure must reach "rollback incomplete", so the removal itself stops on errors).
     param([System.Collections.IDictionary]$U)
-    Remove-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($U['Name'])) -ErrorAction SilentlyContinue
+    $name = [System.Management.Automation.WildcardPattern]::Escape($U['Name'])
+    if (@(Get-NetFirewallRule -Name $name -ErrorAction SilentlyContinue).Count -eq 0) { return }
+    Remove-NetFirewallRule -Name $name -ErrorAction Stop
 }
 
 function Undo-FwState {
@@ -373,7 +376,7 @@ function Undo-FwState {
     param([System.Collections.IDictionary]$U)
     $flag = 'False'
     if ($U['Enabled']) { $flag = 'True' }
-    Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($U['Name'])) -Enabled $flag -Action $U['Action']
+    Set-NetFirewallRule -Name ([System.Management.Automation.WildcardPattern]::Escape($U['Name'])) -Enabled $flag -Action $U['Action'] -ErrorAction Stop
 }
 
 function Undo-FwDefine {

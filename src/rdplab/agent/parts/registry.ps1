@@ -108,6 +108,9 @@ function Add-RegKeyNode {
 
 function Get-RegSnapshot {
     # Canonical text of a key tree (values with types), for "already as backed up" checks.
+    # Each line: the key's relative path, US, a JSON list of {name, type, data}. Names travel as
+    # values, never as property names: a key's default value has the empty name, and Windows
+    # PowerShell 5.1's ConvertFrom-Json cannot make a property with an empty name.
     param([string]$Path)
     $nodes = Get-RegKeyTree $Path
     if ($nodes.Count -eq 0) { return '' }
@@ -116,9 +119,15 @@ function Get-RegSnapshot {
     foreach ($n in $nodes) {
         $rel = $n['Path'].Substring($root.Length).ToLowerInvariant()
         $names = Get-SortedByLower ([string[]]@($n['Values'].Keys))
-        $vals = New-Dict
-        foreach ($name in $names) { $vals[$name.ToLowerInvariant()] = $n['Values'][$name] }
-        $lines.Add($rel + [char]31 + (ConvertTo-JsonText $vals))
+        $vals = New-Object System.Collections.Generic.List[object]
+        foreach ($name in $names) {
+            $entry = New-Dict
+            $entry['name'] = $name.ToLowerInvariant()
+            $entry['type'] = $n['Values'][$name]['type']
+            $entry['data'] = $n['Values'][$name]['data']
+            $vals.Add($entry)
+        }
+        $lines.Add($rel + [char]31 + (ConvertTo-JsonText ([object[]]$vals.ToArray())))
     }
     $sorted = $lines.ToArray()
     [System.Array]::Sort($sorted, [System.StringComparer]::Ordinal)
@@ -221,12 +230,14 @@ function Remove-RegKeyTree {
 }
 
 function Backup-RegKey {
-    # reg export of the key before any change; a key that does not exist yet is backed up as a
-    # .reg that deletes it ("[-KEY]"), so reg import restores "absent" too. A sidecar .json holds
-    # the snapshot that decides "already as backed up".
+    # reg export of the key before any change (the file a person can read or import); a key that
+    # does not exist yet is backed up as a .reg that deletes it ("[-KEY]"). A sidecar .json
+    # holds what a restore compares and puts back: with -Name, that one value as it was (scope
+    # "value"; other values of the key, such as the ones Windows writes at run time, are left
+    # alone); without, the whole tree (scope "tree", for a key deletion).
     # https://learn.microsoft.com/en-us/windows-server/administration/windows-commands/reg-export
     # https://learn.microsoft.com/en-us/troubleshoot/windows-server/performance/add-modify-delete-registry-subkeys-values
-    param([string]$Key)
+    param([string]$Key, $Name = $null)
     $p = Split-RegPath $Key
     if (-not (Test-Path -LiteralPath $script:BackupDir)) {
         $null = New-Item -ItemType Directory -Force -Path $script:BackupDir
@@ -246,7 +257,14 @@ function Backup-RegKey {
     }
     $side = New-Dict
     $side['key'] = $p['Path']
-    $side['snapshot'] = $snapshot
+    if ($null -ne $Name) {
+        $side['scope'] = 'value'
+        $side['name'] = [string]$Name
+        $side['value'] = Get-RegValue $p['Path'] ([string]$Name)
+    } else {
+        $side['scope'] = 'tree'
+        $side['snapshot'] = $snapshot
+    }
     [System.IO.File]::WriteAllText($file + '.json', (ConvertTo-JsonText $side), (New-Object System.Text.UTF8Encoding $false))
     $undo = New-Dict
     $undo['Kind'] = 'reg'
@@ -255,15 +273,63 @@ function Backup-RegKey {
     return $file
 }
 
-function Restore-RegBackup {
-    # Put the key tree back exactly as the backup saw it; $true when something changed.
-    # reg import merges, so keys and values made since the backup are deleted first.
-    # https://learn.microsoft.com/en-us/windows-server/administration/windows-commands/reg-import
+function Read-RegBackup {
+    # The sidecar of a backup; one written before scopes existed is a tree backup.
     param([string]$File)
     $side = ConvertFrom-JsonText ([System.IO.File]::ReadAllText($File + '.json'))
+    if (-not $side.Contains('scope')) { $side['scope'] = 'tree' }
+    return $side
+}
+
+function Test-RegBackupCurrent {
+    # Whether what the backup covers is as it was backed up (nothing to restore).
+    param([System.Collections.IDictionary]$Side)
+    if ($Side['scope'] -eq 'value') {
+        $now = Get-RegValue ([string]$Side['key']) ([string]$Side['name'])
+        $want = $Side['value']
+        if ($null -eq $want) { return ($null -eq $now) }
+        return (Test-RegValueEqual $now ([string]$want['type']) $want['data'])
+    }
+    return ((Get-RegSnapshot ([string]$Side['key'])) -ceq [string]$Side['snapshot'])
+}
+
+function Get-RegSnapshotNames {
+    # Lower-case value names of one snapshot line's JSON: a list of {name, ...}, or (snapshots
+    # of older agents) an object keyed by name.
+    param($Parsed)
+    $names = New-Object System.Collections.Generic.List[string]
+    if ($Parsed -is [System.Collections.IDictionary]) {
+        foreach ($k in $Parsed.Keys) { $names.Add(([string]$k).ToLowerInvariant()) }
+    } else {
+        foreach ($e in @($Parsed)) { if ($null -ne $e) { $names.Add(([string]$e['name']).ToLowerInvariant()) } }
+    }
+    return , $names
+}
+
+function Restore-RegBackup {
+    # Put back what the backup covers; $true when something changed. A value backup sets or
+    # deletes that one value. A tree backup puts the tree back exactly: reg import merges, so
+    # keys and values made since the backup are deleted first.
+    # https://learn.microsoft.com/en-us/windows-server/administration/windows-commands/reg-import
+    param([string]$File)
+    $side = Read-RegBackup $File
     $key = [string]$side['key']
+    if (Test-RegBackupCurrent $side) { return $false }
+    if ($side['scope'] -eq 'value') {
+        $name = [string]$side['name']
+        $want = $side['value']
+        if ($null -eq $want) {
+            $k = Open-RegKey $key $true
+            if ($null -ne $k) { try { $k.DeleteValue($name, $false) } finally { $k.Close() } }
+        } else {
+            $type = [string]$want['type']
+            if ($script:RegTypes -cnotcontains $type) { Stop-Op ('reg.restore: {0}\{1} was {2}; import {3} by hand' -f $key, $name, $type, $File) }
+            Set-RegValue $key $name $type (ConvertTo-RegData $type $want['data'] ($key + '\' + $name))
+        }
+        if (-not (Test-RegBackupCurrent $side)) { Stop-Op ('reg.restore: {0}\{1} still differs from {2}' -f $key, $name, $File) }
+        return $true
+    }
     $want = [string]$side['snapshot']
-    if ((Get-RegSnapshot $key) -ceq $want) { return $false }
     if ($want -eq '') {
         Remove-RegKeyTree $key
     } else {
@@ -271,7 +337,7 @@ function Restore-RegBackup {
         $saved = @{}
         foreach ($line in $want.Split([char]"`n")) {
             $cut = $line.IndexOf([char]31)
-            $saved[$line.Substring(0, $cut)] = ConvertFrom-JsonText $line.Substring($cut + 1)
+            $saved[$line.Substring(0, $cut)] = Get-RegSnapshotNames (ConvertFrom-JsonText $line.Substring($cut + 1))
         }
         foreach ($n in (Get-RegKeyTree $key)) {
             $rel = $n['Path'].Substring($root.Length).ToLowerInvariant()
@@ -326,7 +392,7 @@ function Invoke-OpRegSet {
     if (Test-RegValueEqual $before ([string]$A['type']) $stored) {
         return New-OpResult 'reg.set' $false ('{0}\{1} already {2}' -f $key, $name, (Format-Repr $A['data']))
     }
-    $backup = Backup-RegKey $key
+    $backup = Backup-RegKey $key $name
     Set-RegValue $key $name ([string]$A['type']) $stored
     $was = 'absent'
     if ($null -ne $before) { $was = Format-Repr $before['data'] }
@@ -351,7 +417,7 @@ function Invoke-OpRegDelete {
         if ($present -and $p['Sub'].Split('\').Length -lt 2) { Stop-Op ('reg.delete: refusing to delete {0}' -f $p['Path']) }
     }
     if (-not $present) { return New-OpResult 'reg.delete' $false ('{0} already absent' -f $target) }
-    $backup = Backup-RegKey $key
+    if ($hasName) { $backup = Backup-RegKey $key ([string]$A['name']) } else { $backup = Backup-RegKey $key }
     if ($hasName) {
         $k = Open-RegKey $key $true
         try { $k.DeleteValue([string]$A['name'], $true) } finally { $k.Close() }
@@ -370,12 +436,15 @@ function Invoke-OpRegRestore {
     if (-not $inside -or -not (Test-Path -LiteralPath $full) -or -not (Test-Path -LiteralPath ($full + '.json'))) {
         Stop-Op ('reg.restore: no backup {0} on {1}' -f (Format-Repr $file), $env:COMPUTERNAME)
     }
-    $key = [string](ConvertFrom-JsonText ([System.IO.File]::ReadAllText($full + '.json')))['key']
-    if ((Get-RegSnapshot $key) -ceq [string](ConvertFrom-JsonText ([System.IO.File]::ReadAllText($full + '.json')))['snapshot']) {
-        return New-OpResult 'reg.restore' $false ('{0} already as backed up' -f $key)
+    $side = Read-RegBackup $full
+    $key = [string]$side['key']
+    $shown = $key
+    if ($side['scope'] -eq 'value') { $shown = $key + '\' + [string]$side['name'] }
+    if (Test-RegBackupCurrent $side) {
+        return New-OpResult 'reg.restore' $false ('{0} already as backed up' -f $shown)
     }
-    # Back up the current state first, so a failing batch can put it back.
-    $null = Backup-RegKey $key
+    # Back up the current state of what the backup covers first, so a failing batch can put it back.
+    if ($side['scope'] -eq 'value') { $null = Backup-RegKey $key ([string]$side['name']) } else { $null = Backup-RegKey $key }
     $null = Restore-RegBackup $full
     return New-OpResult 'reg.restore' $true ('restored {0} from {1}' -f $key, $file)
 }

@@ -52,7 +52,7 @@ function Invoke-OpHotfixInstall {
     $undo['Why'] = ('{0} stays installed' -f $kb)
     Add-Undo $undo
     try {
-        $pkg = Add-WindowsPackage -Online -PackagePath $source -NoRestart
+        $pkg = Add-WindowsPackage -Online -PackagePath $source -NoRestart -ErrorAction Stop
     } catch {
         $text = Get-ErrorText $_
         if ($text -match '0x800f081e') { Stop-Op ('hotfix.install: {0} does not apply to build {1}' -f $kb, $build) }
