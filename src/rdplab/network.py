@@ -59,4 +59,5 @@ class Network:
             "port": self.port,
             "issued.pfx": self.issued.pfx_b64,
             "issued.thumbprint": self.issued.thumbprint,
+            "issued.pfx_password": self.issued.pfx_password,
         }

@@ -99,9 +99,14 @@ VOCABULARY: dict[str, OpSpec] = {
         ),
         OpSpec(
             "cert.import",
-            "Import a PFX (base64, no password) into a LocalMachine store, key readable by"
-            " NETWORK SERVICE.",
-            (_a("store", str), _a("pfx", str), _a("thumbprint", str)),
+            "Import a PFX (base64; password optional) into a LocalMachine store, key readable"
+            " by NETWORK SERVICE.",
+            (
+                _a("store", str),
+                _a("pfx", str),
+                _a("thumbprint", str),
+                _a("password", str, required=False, doc="the PFX's password, if it has one"),
+            ),
         ),
         OpSpec(
             "cert.remove",

@@ -636,7 +636,11 @@ def test_every_op_function_is_dispatched() -> None:
 
 def _twin_facts() -> dict[str, Any]:
     twin = build_twin("windows-11", "CLIENT")
-    return twin.gather({"probe_urls": ["http://pki.rdplab.test/crl.crl"]})
+    # a key event in the System log, so the optional events section has an entry
+    twin.events.write(win.SCHANNEL_PROVIDER, win.EVENT_TLS_KEY_ACCESS_FAILED, "key unusable")
+    return twin.gather(
+        {"probe_urls": ["http://pki.rdplab.test/crl.crl"], "events": list(win.CERT_KEY_EVENTS)}
+    )
 
 
 def test_gather_has_every_facts_section_of_the_twin() -> None:
@@ -660,6 +664,7 @@ def test_facts_field_names_match_the_twin() -> None:
     reg_body = next(iter(facts["registry"].values()))
     reg_value = next(v for b in facts["registry"].values() for v in b["values"].values())
     probe = next(iter(facts["probes"].values()))
+    event = facts["events"][0]
     fields = (
         set(facts["computer"])
         | set(facts["firewall"])
@@ -672,6 +677,7 @@ def test_facts_field_names_match_the_twin() -> None:
         | set(reg_body)
         | set(reg_value)
         | set(probe)
+        | set(event)
     )
     written = set(re.findall(r"\[\s*'([a-z_]+)'\s*\]\s*=", agent_text()))
     assert fields - written == set(), "facts fields agent.ps1 never writes"
@@ -709,6 +715,50 @@ def test_agent_constants_match_the_python_side() -> None:
     assert _ps_strings("MatchKeys") == list(MATCH_KEYS)
     assert _ps_ints("HwidBytes") == [mslicensing.HWID_BYTES]
     assert _ps_ints("Protocol") == [1]
+
+
+def test_agent_matches_the_remote_desktop_groups_by_resource_id() -> None:
+    """issue 7 item 11: group names are translated, resource ids are not."""
+    block = re.search(r"^\$script:RdGroupIds = \[ordered\]@\{\n(.*?)^\}", agent_text(), re.M | re.S)
+    assert block, "agent.ps1 does not set $script:RdGroupIds"
+    ids = dict(re.findall(r"'(@FirewallAPI\.dll,-\d+)' = '([^']+)'", block.group(1)))
+    assert ids == {
+        "@FirewallAPI.dll,-28752": win.RD_GROUP,
+        "@FirewallAPI.dll,-28782": win.RD_WS_GROUP,
+    }
+    assert "$Rule.DisplayGroup" not in agent_text().replace(
+        "Get-RuleGroupName ([string]$Rule.Group) ([string]$Rule.DisplayGroup)", ""
+    ), "a rule's group is read from its translated DisplayGroup"
+
+
+def test_agent_compares_no_translated_message_text() -> None:
+    """issue 7 item 11: errors are told apart by HResult, not by English message text."""
+    body = agent_text()
+    assert "Keyset does not exist" not in body.replace('("Keyset does not exist" in English)', "")
+    assert "Test-ErrorHResult $_ -2146893802" in body  # 0x80090016 NTE_BAD_KEYSET
+    assert 0x80090016 - 2**32 == -2146893802
+    for m in re.finditer(r"-(?:not)?match '([^']*)'", body):
+        assert not re.search(r"[a-z]{3,} [a-z]{3,}", m.group(1)), (
+            f"matches message text: {m.group()}"
+        )
+
+
+def test_agent_never_uses_dollar_input() -> None:
+    """issue 7 item 14: powershell.exe -File reads redirected stdin itself only when the script
+    uses $input (ConsoleHost.cs, AstSearcher.IsUsingDollarInput); Read-Request needs it unread."""
+    for part in PARTS:
+        tree = parse(part.source().encode())
+        found = [
+            n.start_point[0] + 1
+            for n in walk(tree.root_node)
+            if n.type == "variable" and text(n).lower() in ("$input", "${input}")
+        ]
+        assert not found, f"{part.path}: $input at line(s) {found}"
+
+
+def test_dollar_input_check_sees_the_variable() -> None:
+    tree = parse(b"$x = @($input)\n")
+    assert any(n.type == "variable" and text(n) == "$input" for n in walk(tree.root_node))
 
 
 def test_agent_uses_51_json_and_io_safely() -> None:

@@ -31,7 +31,12 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "svc.stop": {"name": "TermService"},
     "svc.restart": {"name": "TermService"},
     "svc.config": {"name": "TermService", "start_type": "Disabled"},
-    "cert.import": {"store": "My", "pfx": NET.issued.pfx_b64, "thumbprint": NET.issued.thumbprint},
+    "cert.import": {
+        "store": "My",
+        "pfx": NET.issued.pfx_b64,
+        "thumbprint": NET.issued.thumbprint,
+        "password": NET.issued.pfx_password,
+    },
     "cert.remove": {"store": RD_STORE, "which": "all"},
     "machinekeys.corrupt": {"store": RD_STORE},
     "dns.flush": {"name": NET.host_name, "expect": NET.host_address},

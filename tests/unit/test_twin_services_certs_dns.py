@@ -184,11 +184,14 @@ def test_missing_key_file_and_expiry_make_a_cert_unusable() -> None:
 def test_import_pfx_checks_thumbprint_and_is_idempotent() -> None:
     issued = Network().issued
     stores = CertStores()
+    pw = issued.pfx_password
+    with pytest.raises(OpError, match="does not load"):  # the password is needed
+        stores.import_pfx("My", issued.pfx_b64, issued.thumbprint)
     with pytest.raises(OpError, match="thumbprint"):
-        stores.import_pfx("My", issued.pfx_b64, "00" * 20)
+        stores.import_pfx("My", issued.pfx_b64, "00" * 20, pw)
     assert stores.entries("My") == []
-    assert stores.import_pfx("My", issued.pfx_b64, issued.thumbprint.lower()) is True
-    assert stores.import_pfx("My", issued.pfx_b64, issued.thumbprint) is False
+    assert stores.import_pfx("My", issued.pfx_b64, issued.thumbprint.lower(), pw) is True
+    assert stores.import_pfx("My", issued.pfx_b64, issued.thumbprint, pw) is False
     (entry,) = stores.entries("My")
     assert stores.usable(entry)
     desc = entry.describe()
@@ -203,7 +206,10 @@ def test_import_pfx_rejects_garbage_and_keyless_pfx() -> None:
     stores = CertStores()
     with pytest.raises(OpError, match="does not load"):
         stores.import_pfx("My", base64.b64encode(b"not a pfx").decode(), "00")
-    _, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(Network().issued.pfx_b64), None)
+    issued = Network().issued
+    _, cert, _ = pkcs12.load_key_and_certificates(
+        base64.b64decode(issued.pfx_b64), issued.pfx_password.encode()
+    )
     assert cert is not None
     keyless = pkcs12.serialize_key_and_certificates(b"x", None, cert, None, NoEncryption())
     with pytest.raises(OpError, match="private key"):
@@ -275,3 +281,54 @@ def test_hosts_and_cache_ops_on_the_twin(client: Twin, apply_ok) -> None:
     assert apply_ok(client, [Op("hosts.remove", {"name": "Host.lab"})]).changes == 1
     assert apply_ok(client, [Op("hosts.remove", {"name": "Host.lab"})]).changes == 0
     assert client.dns.hosts == {}
+
+
+# -- the PFX the lab hands to cert.import (issue 7 item 12) --------------------------------------
+def _der_oid(dotted: str) -> bytes:
+    """The DER encoding of an OBJECT IDENTIFIER (tag, length, value)."""
+    parts = [int(p) for p in dotted.split(".")]
+    body = bytearray([40 * parts[0] + parts[1]])
+    for n in parts[2:]:
+        chunk = [n & 0x7F]
+        n >>= 7
+        while n:
+            chunk.append(0x80 | (n & 0x7F))
+            n >>= 7
+        body.extend(reversed(chunk))
+    return bytes([0x06, len(body)]) + bytes(body)
+
+
+PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"  # pbeWithSHAAnd3-KeyTripleDES-CBC (RFC 7292 App. C)
+SHA1 = "1.3.14.3.2.26"
+MODERN = {
+    "PBES2": "1.2.840.113549.1.5.13",
+    "PBKDF2": "1.2.840.113549.1.5.12",
+    "SHA-256": "2.16.840.1.101.3.4.2.1",
+    "AES-256-CBC": "2.16.840.1.101.3.4.1.42",
+    "HMAC-SHA256": "1.2.840.113549.2.9",
+}
+
+
+def test_der_oid_encoding() -> None:
+    assert _der_oid(SHA1) == bytes.fromhex("06052b0e03021a")
+    assert _der_oid(PBE_SHA1_3DES) == bytes.fromhex("060a2a864886f70d010c0103")
+
+
+def test_lab_pfx_uses_the_legacy_algorithms_every_windows_imports() -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from rdplab.twin.certs import LAB_PFX_PASSWORD, lab_ca_issued
+
+    issued = lab_ca_issued("HOST.rdplab.test", "http://pki.rdplab.test/crl.crl")
+    der = base64.b64decode(issued.pfx_b64)
+    # the shrouded key bag and the encrypted certificate bag: PBE-SHA1-3DES, twice
+    assert der.count(_der_oid(PBE_SHA1_3DES)) >= 2
+    # MacData.mac.digestAlgorithm: SHA-1 (the MAC is the file's last structure)
+    assert _der_oid(SHA1) in der[-80:]
+    for name, oid in MODERN.items():
+        assert _der_oid(oid) not in der, f"the PFX uses {name}"
+    key, cert, _ = pkcs12.load_key_and_certificates(der, LAB_PFX_PASSWORD.encode())
+    assert key is not None and cert is not None
+    assert issued.pfx_password == LAB_PFX_PASSWORD

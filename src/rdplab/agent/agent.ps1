@@ -41,6 +41,14 @@ $script:WatchedKeys = @(
 )
 $script:WatchedServices = @('TermService', 'SessionEnv', 'UmRdpService', 'Dnscache')
 $script:RdGroups = @('Remote Desktop', 'Remote Desktop (WebSocket)')
+# The groups by resource id (the rules' Group property), which no display language changes;
+# DisplayGroup is the translated name. -28752: Microsoft Learn, "Enable or disable a firewall
+# rule on an Azure VM guest OS" (EmbedCtxt of RemoteDesktop-UserMode-In-TCP). -28782: a
+# FirewallRules registry export (RemoteDesktop-In-TCP-WS/-WSS), no Microsoft page found.
+$script:RdGroupIds = [ordered]@{
+    '@FirewallAPI.dll,-28752' = 'Remote Desktop'
+    '@FirewallAPI.dll,-28782' = 'Remote Desktop (WebSocket)'
+}
 $script:DefaultRdpPort = 3389
 $script:WebSocketPorts = @(3387, 3392)
 $script:CertStores = @('Remote Desktop', 'My')
@@ -82,6 +90,19 @@ function Get-ErrorText {
     }
     if ($null -eq $ex) { return [string]$ErrorRecord }
     return ('{0}: {1}' -f $ex.GetType().Name, $ex.Message)
+}
+
+function Test-ErrorHResult {
+    # Whether the error, or an exception inside it, carries this HResult: a language-independent
+    # test, where the message is translated.
+    # https://learn.microsoft.com/en-us/dotnet/api/system.exception.hresult
+    param($ErrorRecord, [int]$HResult)
+    $ex = $ErrorRecord.Exception
+    while ($null -ne $ex) {
+        if ($ex.HResult -eq $HResult) { return $true }
+        $ex = $ex.InnerException
+    }
+    return $false
 }
 
 function New-Dict {
@@ -762,13 +783,35 @@ function Test-PortMatch {
     return $false
 }
 
+function Get-RuleGroupName {
+    # The two Remote Desktop groups by their resource id (English names, as the twin spells
+    # them, whatever the display language); any other group by its display name.
+    param([string]$Group, [string]$DisplayGroup)
+    foreach ($id in $script:RdGroupIds.Keys) {
+        if ($Group -ieq $id) { return $script:RdGroupIds[$id] }
+    }
+    return $DisplayGroup
+}
+
+function Get-GroupQuery {
+    # How to ask Get-NetFirewallRule for a group: -Group with the resource id of a Remote
+    # Desktop group, -DisplayGroup for any other name.
+    param([string]$Name)
+    $q = @{}
+    foreach ($id in $script:RdGroupIds.Keys) {
+        if ($script:RdGroupIds[$id] -ieq $Name) { $q['Group'] = $id; return $q }
+    }
+    $q['DisplayGroup'] = [System.Management.Automation.WildcardPattern]::Escape($Name)
+    return $q
+}
+
 function ConvertTo-RuleJson {
     # A NetFirewallRule and its filters in the twin's Rule.to_json shape.
     param($Rule, $PortFilter, $AppFilter)
     $r = New-Dict
     $r['name'] = [string]$Rule.Name
     $r['display_name'] = [string]$Rule.DisplayName
-    $r['group'] = [string]$Rule.DisplayGroup
+    $r['group'] = Get-RuleGroupName ([string]$Rule.Group) ([string]$Rule.DisplayGroup)
     $r['direction'] = 'In'
     if ([string]$Rule.Direction -eq 'Outbound') { $r['direction'] = 'Out' }
     $r['action'] = [string]$Rule.Action
@@ -797,8 +840,8 @@ function Get-FwRules {
         $pattern = [System.Management.Automation.WildcardPattern]::Escape([string]$Selector['name'])
         $rules = @(Get-NetFirewallRule -Name $pattern -ErrorAction SilentlyContinue)
     } elseif ($null -ne $Selector -and $Selector.Contains('group')) {
-        $pattern = [System.Management.Automation.WildcardPattern]::Escape([string]$Selector['group'])
-        $rules = @(Get-NetFirewallRule -DisplayGroup $pattern -ErrorAction SilentlyContinue)
+        $query = Get-GroupQuery ([string]$Selector['group'])
+        $rules = @(Get-NetFirewallRule @query -ErrorAction SilentlyContinue)
     } else {
         $rules = @(Get-NetFirewallRule -ErrorAction Stop)
     }
@@ -938,7 +981,11 @@ function New-FwRule {
         Profile     = (@($Spec['profiles']) -join ',')
         Program     = $Spec['program']
     }
-    if ($Group -ne '') { $params['Group'] = $Group }
+    if ($Group -ne '') {
+        $known = Get-GroupQuery $Group  # a Remote Desktop group joins by its resource id
+        if ($known.Contains('Group')) { $Group = $known['Group'] }
+        $params['Group'] = $Group
+    }
     $portsGiven = ((@($Spec['local_port']) -join ',') -ne 'Any') -or ((@($Spec['remote_port']) -join ',') -ne 'Any')
     if ($Spec['protocol'] -ne 'Any') { $params['Protocol'] = $Spec['protocol'] }
     if ($Spec['protocol'] -eq 'TCP' -or $Spec['protocol'] -eq 'UDP') {
@@ -1211,7 +1258,7 @@ function Undo-ServiceState {
 # ...\Crypto\Keys (CNG). https://learn.microsoft.com/en-us/windows/win32/seccng/key-storage-and-retrieval
 
 # BEGIN OP TABLE
-$script:OpTable['cert.import'] = @{ Fn = 'Invoke-OpCertImport'; Args = 'store:str pfx:str thumbprint:str' }
+$script:OpTable['cert.import'] = @{ Fn = 'Invoke-OpCertImport'; Args = 'store:str pfx:str thumbprint:str password?:str' }
 $script:OpTable['cert.remove'] = @{ Fn = 'Invoke-OpCertRemove'; Args = 'store:str which:str' }
 $script:OpTable['machinekeys.corrupt'] = @{ Fn = 'Invoke-OpMachineKeysCorrupt'; Args = 'store:str' }
 # END OP TABLE
@@ -1301,7 +1348,9 @@ function Get-CertKey {
         $info['Status'] = 'missing'
         if ($null -ne $info['Path'] -and (Test-Path -LiteralPath $info['Path'])) {
             $info['Status'] = 'corrupt'
-        } elseif ((Get-ErrorText $_) -notmatch 'Keyset does not exist|0x80090016') {
+        } elseif (-not (Test-ErrorHResult $_ -2146893802)) {
+            # -2146893802 = 0x80090016 NTE_BAD_KEYSET ("Keyset does not exist" in English):
+            # no key at all is missing; any other failure to open or sign is a corrupt key.
             $info['Status'] = 'corrupt'
         }
     }
@@ -1438,18 +1487,20 @@ function Add-CertUndo {
 }
 
 function Invoke-OpCertImport {
-    # PFX without password into LocalMachine\<store>, key persisted as a machine key, readable by
+    # PFX (password optional) into LocalMachine\<store>, key persisted as a machine key, readable by
     # NETWORK SERVICE (S-1-5-20), the account TermService runs as.
     # https://learn.microsoft.com/en-us/dotnet/api/system.security.cryptography.x509certificates.x509keystorageflags
     param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
     $store = [string]$A['store']
     $want = ([string]$A['thumbprint']).ToUpperInvariant()
+    $password = $null  # no password: Import(..., null, ...)
+    if ($null -ne (Get-Arg $A 'password') -and [string]$A['password'] -ne '') { $password = [string]$A['password'] }
     $bytes = $null
     $check = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
     try {
         $bytes = [System.Convert]::FromBase64String([string]$A['pfx'])
         # First look without persisting anything (no orphan key files when nothing is added).
-        $check.Import($bytes, $null, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
+        $check.Import($bytes, $password, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
     } catch {
         Stop-Op ('cert.import: the PFX does not load ({0})' -f (Get-ErrorText $_))
     }
@@ -1466,7 +1517,7 @@ function Invoke-OpCertImport {
         }
         $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
         $coll = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
-        $coll.Import($bytes, $null, $flags)
+        $coll.Import($bytes, $password, $flags)
         $leaf = $null
         foreach ($c in $coll) { if ($c.Thumbprint.ToUpperInvariant() -eq $want) { $leaf = $c } }
         $key = Get-CertKey $leaf
@@ -2033,6 +2084,47 @@ function Get-FactsProbes {
     return $out
 }
 
+function Get-FactsEvents {
+    # System-log events by "provider/id", newest first, as Twin.gather's optional section.
+    # Level and time come from numbers, not from the translated LevelDisplayName. Get-WinEvent
+    # reports "no events found" as an error (NoMatchingEventsFound): an empty answer.
+    # https://learn.microsoft.com/en-us/powershell/module/microsoft.powershell.diagnostics/get-winevent?view=powershell-5.1
+    param([string[]]$Wanted)
+    $levels = @{ 1 = 'Critical'; 2 = 'Error'; 3 = 'Warning'; 4 = 'Information'; 5 = 'Verbose' }
+    $byProvider = [ordered]@{}
+    foreach ($w in $Wanted) {
+        $cut = $w.LastIndexOf('/')
+        if ($cut -lt 1 -or -not ($w.Substring($cut + 1) -match '^\d+$')) { Stop-Op ("events: {0} is not 'provider/id'" -f (Format-Repr $w)) }
+        $provider = $w.Substring(0, $cut)
+        if (-not $byProvider.Contains($provider)) { $byProvider[$provider] = New-Object System.Collections.Generic.List[int] }
+        $byProvider[$provider].Add([int]$w.Substring($cut + 1))
+    }
+    $found = New-Object System.Collections.Generic.List[object]
+    foreach ($provider in $byProvider.Keys) {
+        $filter = @{ LogName = 'System'; ProviderName = $provider; Id = [int[]]$byProvider[$provider].ToArray() }
+        try {
+            foreach ($e in @(Get-WinEvent -FilterHashtable $filter -MaxEvents 50 -ErrorAction Stop)) { $found.Add($e) }
+        } catch {
+            if ([string]$_.FullyQualifiedErrorId -notlike 'NoMatchingEventsFound*') { throw }
+        }
+    }
+    $sorted = @($found | Sort-Object -Property TimeCreated -Descending)
+    $out = New-Object System.Collections.Generic.List[object]
+    foreach ($e in $sorted) {
+        $d = New-Dict
+        $d['log'] = [string]$e.LogName
+        $d['provider'] = [string]$e.ProviderName
+        $d['id'] = [int]$e.Id
+        $level = 'Information'
+        if ($null -ne $e.Level -and $levels.ContainsKey([int]$e.Level)) { $level = $levels[[int]$e.Level] }
+        $d['level'] = $level
+        $d['time'] = $e.TimeCreated.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ss+00:00', [System.Globalization.CultureInfo]::InvariantCulture)
+        $d['message'] = [string]$e.Message
+        $out.Add($d)
+    }
+    return , [object[]]$out.ToArray()
+}
+
 function Get-Facts {
     # The facts document: exactly the sections of Twin.gather.
     param([System.Collections.IDictionary]$Request)
@@ -2056,6 +2148,9 @@ function Get-Facts {
     $facts['credssp'] = Get-FactsCredssp
     $facts['hotfixes'] = Get-FactsHotfixes
     $facts['probes'] = Get-FactsProbes $urls
+    if ($Request.Contains('events') -and $null -ne $Request['events']) {
+        $facts['events'] = Get-FactsEvents ([string[]]@($Request['events']))
+    }
     return $facts
 }
 

@@ -123,6 +123,7 @@ FAULT = Fault(
                         store="My",
                         pfx="{issued.pfx}",
                         thumbprint="{issued.thumbprint}",
+                        password="{issued.pfx_password}",
                     ),
                     op(
                         "reg.set",

@@ -183,6 +183,33 @@ def make_self_signed(computer_name: str) -> CertEntry:
     return CertEntry(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_file_name(cert))
 
 
+# The lab's PFX password. It protects nothing (it travels with the PFX and is printed here);
+# PKCS#12 needs one for the legacy algorithms below.
+LAB_PFX_PASSWORD = "rdplab-lab-pfx"
+
+
+def legacy_pfx(
+    key: rsa.RSAPrivateKey,
+    cert: x509.Certificate,
+    cas: list[x509.Certificate],
+    password: str = LAB_PFX_PASSWORD,
+) -> bytes:
+    """A PKCS#12 file for every Windows the lab targets: keys and certificates encrypted with
+    pbeWithSHAAnd3-KeyTripleDES-CBC and an HMAC-SHA1 MAC, what Windows itself writes by default.
+    Windows has PBES2 (AES-256, SHA-256 for the KDF and the MAC) for PFX files only from
+    Windows 10 1709 / Server 2019 (Microsoft Learn, PKCS12_PBES2_EXPORT_PARAMS), which
+    Server 2016 predates; whether 2016 can read such a file is not stated there, so the lab
+    does not rely on it (docs/agent-review.md, issue 7 item 12)."""
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(2048)
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA1())
+        .build(password.encode())
+    )
+    return pkcs12.serialize_key_and_certificates(b"rdplab", key, cert, cas, encryption)
+
+
 @dataclass(frozen=True)
 class IssuedCert:
     """A lab-CA-issued server certificate, ready for cert.import."""
@@ -190,6 +217,7 @@ class IssuedCert:
     pfx_b64: str
     thumbprint: str
     cdp: str
+    pfx_password: str = LAB_PFX_PASSWORD
 
 
 @lru_cache(maxsize=16)
@@ -199,17 +227,16 @@ def lab_ca_issued(subject: str, cdp: str) -> IssuedCert:
     ca_cert = _build("rdplab Lab CA", None, ca_key, ca_key, dt.timedelta(days=3650), ca=True)
     key = _pooled_key(1)
     cert = _build(subject, ca_cert.subject, ca_key, key, dt.timedelta(days=365), cdp=cdp)
-    pfx = pkcs12.serialize_key_and_certificates(
-        b"rdplab", key, cert, [ca_cert], serialization.NoEncryption()
-    )
+    pfx = legacy_pfx(key, cert, [ca_cert])
     return IssuedCert(base64.b64encode(pfx).decode(), thumbprint(cert), cdp)
 
 
 @lru_cache(maxsize=8)
-def _load_pfx(pfx_b64: str) -> tuple[Any, x509.Certificate | None]:
+def _load_pfx(pfx_b64: str, password: str | None) -> tuple[Any, x509.Certificate | None]:
     """A PFX's key and certificate. Decoding one costs ~0.1 s (PKCS#12's key derivation);
     the lab imports the same PFX in every scenario that needs it, so the parse is kept."""
-    key, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(pfx_b64), None)
+    secret = password.encode() if password else None
+    key, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(pfx_b64), secret)
     return key, cert
 
 
@@ -244,9 +271,11 @@ class CertStores:
         self.entries(store).append(entry)
         self.machinekeys[entry.key_file] = "ok"
 
-    def import_pfx(self, store: str, pfx_b64: str, expect_thumbprint: str) -> bool:
+    def import_pfx(
+        self, store: str, pfx_b64: str, expect_thumbprint: str, password: str | None = None
+    ) -> bool:
         try:
-            key, cert = _load_pfx(pfx_b64)
+            key, cert = _load_pfx(pfx_b64, password)
         except ValueError as exc:
             raise OpError(f"cert.import: the PFX does not load ({exc})") from None
         if cert is None or key is None:

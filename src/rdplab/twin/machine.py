@@ -265,7 +265,9 @@ class Twin:
             changed = self.services.config(a["name"], a["start_type"])
             return OpResult(name, changed, f"{a['name']} start type {a['start_type']}")
         if name == "cert.import":
-            changed = self.certs.import_pfx(a["store"], a["pfx"], a["thumbprint"])
+            changed = self.certs.import_pfx(
+                a["store"], a["pfx"], a["thumbprint"], a.get("password")
+            )
             return OpResult(name, changed, f"{a['thumbprint']} in {a['store']}")
         if name == "cert.remove":
             removed = self.certs.remove(a["store"], a["which"])

@@ -3,7 +3,7 @@
 # ...\Crypto\Keys (CNG). https://learn.microsoft.com/en-us/windows/win32/seccng/key-storage-and-retrieval
 
 # BEGIN OP TABLE
-$script:OpTable['cert.import'] = @{ Fn = 'Invoke-OpCertImport'; Args = 'store:str pfx:str thumbprint:str' }
+$script:OpTable['cert.import'] = @{ Fn = 'Invoke-OpCertImport'; Args = 'store:str pfx:str thumbprint:str password?:str' }
 $script:OpTable['cert.remove'] = @{ Fn = 'Invoke-OpCertRemove'; Args = 'store:str which:str' }
 $script:OpTable['machinekeys.corrupt'] = @{ Fn = 'Invoke-OpMachineKeysCorrupt'; Args = 'store:str' }
 # END OP TABLE
@@ -93,7 +93,9 @@ function Get-CertKey {
         $info['Status'] = 'missing'
         if ($null -ne $info['Path'] -and (Test-Path -LiteralPath $info['Path'])) {
             $info['Status'] = 'corrupt'
-        } elseif ((Get-ErrorText $_) -notmatch 'Keyset does not exist|0x80090016') {
+        } elseif (-not (Test-ErrorHResult $_ -2146893802)) {
+            # -2146893802 = 0x80090016 NTE_BAD_KEYSET ("Keyset does not exist" in English):
+            # no key at all is missing; any other failure to open or sign is a corrupt key.
             $info['Status'] = 'corrupt'
         }
     }
@@ -230,18 +232,20 @@ function Add-CertUndo {
 }
 
 function Invoke-OpCertImport {
-    # PFX without password into LocalMachine\<store>, key persisted as a machine key, readable by
+    # PFX (password optional) into LocalMachine\<store>, key persisted as a machine key, readable by
     # NETWORK SERVICE (S-1-5-20), the account TermService runs as.
     # https://learn.microsoft.com/en-us/dotnet/api/system.security.cryptography.x509certificates.x509keystorageflags
     param([System.Collections.IDictionary]$A, [bool]$ChangedBefore)
     $store = [string]$A['store']
     $want = ([string]$A['thumbprint']).ToUpperInvariant()
+    $password = $null  # no password: Import(..., null, ...)
+    if ($null -ne (Get-Arg $A 'password') -and [string]$A['password'] -ne '') { $password = [string]$A['password'] }
     $bytes = $null
     $check = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
     try {
         $bytes = [System.Convert]::FromBase64String([string]$A['pfx'])
         # First look without persisting anything (no orphan key files when nothing is added).
-        $check.Import($bytes, $null, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
+        $check.Import($bytes, $password, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
     } catch {
         Stop-Op ('cert.import: the PFX does not load ({0})' -f (Get-ErrorText $_))
     }
@@ -258,7 +262,7 @@ function Invoke-OpCertImport {
         }
         $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
         $coll = New-Object System.Security.Cryptography.X509Certificates.X509Certificate2Collection
-        $coll.Import($bytes, $null, $flags)
+        $coll.Import($bytes, $password, $flags)
         $leaf = $null
         foreach ($c in $coll) { if ($c.Thumbprint.ToUpperInvariant() -eq $want) { $leaf = $c } }
         $key = Get-CertKey $leaf

@@ -29,6 +29,14 @@ $script:WatchedKeys = @(
 )
 $script:WatchedServices = @('TermService', 'SessionEnv', 'UmRdpService', 'Dnscache')
 $script:RdGroups = @('Remote Desktop', 'Remote Desktop (WebSocket)')
+# The groups by resource id (the rules' Group property), which no display language changes;
+# DisplayGroup is the translated name. -28752: Microsoft Learn, "Enable or disable a firewall
+# rule on an Azure VM guest OS" (EmbedCtxt of RemoteDesktop-UserMode-In-TCP). -28782: a
+# FirewallRules registry export (RemoteDesktop-In-TCP-WS/-WSS), no Microsoft page found.
+$script:RdGroupIds = [ordered]@{
+    '@FirewallAPI.dll,-28752' = 'Remote Desktop'
+    '@FirewallAPI.dll,-28782' = 'Remote Desktop (WebSocket)'
+}
 $script:DefaultRdpPort = 3389
 $script:WebSocketPorts = @(3387, 3392)
 $script:CertStores = @('Remote Desktop', 'My')
@@ -70,6 +78,19 @@ function Get-ErrorText {
     }
     if ($null -eq $ex) { return [string]$ErrorRecord }
     return ('{0}: {1}' -f $ex.GetType().Name, $ex.Message)
+}
+
+function Test-ErrorHResult {
+    # Whether the error, or an exception inside it, carries this HResult: a language-independent
+    # test, where the message is translated.
+    # https://learn.microsoft.com/en-us/dotnet/api/system.exception.hresult
+    param($ErrorRecord, [int]$HResult)
+    $ex = $ErrorRecord.Exception
+    while ($null -ne $ex) {
+        if ($ex.HResult -eq $HResult) { return $true }
+        $ex = $ex.InnerException
+    }
+    return $false
 }
 
 function New-Dict {

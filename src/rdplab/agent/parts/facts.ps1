@@ -135,6 +135,47 @@ function Get-FactsProbes {
     return $out
 }
 
+function Get-FactsEvents {
+    # System-log events by "provider/id", newest first, as Twin.gather's optional section.
+    # Level and time come from numbers, not from the translated LevelDisplayName. Get-WinEvent
+    # reports "no events found" as an error (NoMatchingEventsFound): an empty answer.
+    # https://learn.microsoft.com/en-us/powershell/module/microsoft.powershell.diagnostics/get-winevent?view=powershell-5.1
+    param([string[]]$Wanted)
+    $levels = @{ 1 = 'Critical'; 2 = 'Error'; 3 = 'Warning'; 4 = 'Information'; 5 = 'Verbose' }
+    $byProvider = [ordered]@{}
+    foreach ($w in $Wanted) {
+        $cut = $w.LastIndexOf('/')
+        if ($cut -lt 1 -or -not ($w.Substring($cut + 1) -match '^\d+$')) { Stop-Op ("events: {0} is not 'provider/id'" -f (Format-Repr $w)) }
+        $provider = $w.Substring(0, $cut)
+        if (-not $byProvider.Contains($provider)) { $byProvider[$provider] = New-Object System.Collections.Generic.List[int] }
+        $byProvider[$provider].Add([int]$w.Substring($cut + 1))
+    }
+    $found = New-Object System.Collections.Generic.List[object]
+    foreach ($provider in $byProvider.Keys) {
+        $filter = @{ LogName = 'System'; ProviderName = $provider; Id = [int[]]$byProvider[$provider].ToArray() }
+        try {
+            foreach ($e in @(Get-WinEvent -FilterHashtable $filter -MaxEvents 50 -ErrorAction Stop)) { $found.Add($e) }
+        } catch {
+            if ([string]$_.FullyQualifiedErrorId -notlike 'NoMatchingEventsFound*') { throw }
+        }
+    }
+    $sorted = @($found | Sort-Object -Property TimeCreated -Descending)
+    $out = New-Object System.Collections.Generic.List[object]
+    foreach ($e in $sorted) {
+        $d = New-Dict
+        $d['log'] = [string]$e.LogName
+        $d['provider'] = [string]$e.ProviderName
+        $d['id'] = [int]$e.Id
+        $level = 'Information'
+        if ($null -ne $e.Level -and $levels.ContainsKey([int]$e.Level)) { $level = $levels[[int]$e.Level] }
+        $d['level'] = $level
+        $d['time'] = $e.TimeCreated.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ss+00:00', [System.Globalization.CultureInfo]::InvariantCulture)
+        $d['message'] = [string]$e.Message
+        $out.Add($d)
+    }
+    return , [object[]]$out.ToArray()
+}
+
 function Get-Facts {
     # The facts document: exactly the sections of Twin.gather.
     param([System.Collections.IDictionary]$Request)
@@ -158,5 +199,8 @@ function Get-Facts {
     $facts['credssp'] = Get-FactsCredssp
     $facts['hotfixes'] = Get-FactsHotfixes
     $facts['probes'] = Get-FactsProbes $urls
+    if ($Request.Contains('events') -and $null -ne $Request['events']) {
+        $facts['events'] = Get-FactsEvents ([string[]]@($Request['events']))
+    }
     return $facts
 }

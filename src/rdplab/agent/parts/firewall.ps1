@@ -55,13 +55,35 @@ function Test-PortMatch {
     return $false
 }
 
+function Get-RuleGroupName {
+    # The two Remote Desktop groups by their resource id (English names, as the twin spells
+    # them, whatever the display language); any other group by its display name.
+    param([string]$Group, [string]$DisplayGroup)
+    foreach ($id in $script:RdGroupIds.Keys) {
+        if ($Group -ieq $id) { return $script:RdGroupIds[$id] }
+    }
+    return $DisplayGroup
+}
+
+function Get-GroupQuery {
+    # How to ask Get-NetFirewallRule for a group: -Group with the resource id of a Remote
+    # Desktop group, -DisplayGroup for any other name.
+    param([string]$Name)
+    $q = @{}
+    foreach ($id in $script:RdGroupIds.Keys) {
+        if ($script:RdGroupIds[$id] -ieq $Name) { $q['Group'] = $id; return $q }
+    }
+    $q['DisplayGroup'] = [System.Management.Automation.WildcardPattern]::Escape($Name)
+    return $q
+}
+
 function ConvertTo-RuleJson {
     # A NetFirewallRule and its filters in the twin's Rule.to_json shape.
     param($Rule, $PortFilter, $AppFilter)
     $r = New-Dict
     $r['name'] = [string]$Rule.Name
     $r['display_name'] = [string]$Rule.DisplayName
-    $r['group'] = [string]$Rule.DisplayGroup
+    $r['group'] = Get-RuleGroupName ([string]$Rule.Group) ([string]$Rule.DisplayGroup)
     $r['direction'] = 'In'
     if ([string]$Rule.Direction -eq 'Outbound') { $r['direction'] = 'Out' }
     $r['action'] = [string]$Rule.Action
@@ -90,8 +112,8 @@ function Get-FwRules {
         $pattern = [System.Management.Automation.WildcardPattern]::Escape([string]$Selector['name'])
         $rules = @(Get-NetFirewallRule -Name $pattern -ErrorAction SilentlyContinue)
     } elseif ($null -ne $Selector -and $Selector.Contains('group')) {
-        $pattern = [System.Management.Automation.WildcardPattern]::Escape([string]$Selector['group'])
-        $rules = @(Get-NetFirewallRule -DisplayGroup $pattern -ErrorAction SilentlyContinue)
+        $query = Get-GroupQuery ([string]$Selector['group'])
+        $rules = @(Get-NetFirewallRule @query -ErrorAction SilentlyContinue)
     } else {
         $rules = @(Get-NetFirewallRule -ErrorAction Stop)
     }
@@ -231,7 +253,11 @@ function New-FwRule {
         Profile     = (@($Spec['profiles']) -join ',')
         Program     = $Spec['program']
     }
-    if ($Group -ne '') { $params['Group'] = $Group }
+    if ($Group -ne '') {
+        $known = Get-GroupQuery $Group  # a Remote Desktop group joins by its resource id
+        if ($known.Contains('Group')) { $Group = $known['Group'] }
+        $params['Group'] = $Group
+    }
     $portsGiven = ((@($Spec['local_port']) -join ',') -ne 'Any') -or ((@($Spec['remote_port']) -join ',') -ne 'Any')
     if ($Spec['protocol'] -ne 'Any') { $params['Protocol'] = $Spec['protocol'] }
     if ($Spec['protocol'] -eq 'TCP' -or $Spec['protocol'] -eq 'UDP') {
