@@ -613,3 +613,73 @@ def test_cert_revocation_unprobed_url_counts_as_unreachable(client: Twin, bound_
 def test_unknown_fault_id_lists_known() -> None:
     with pytest.raises(UnknownFaultError, match="firewall-blocked"):
         cat.get("firewall-blockd")
+
+
+# -- revocation: every CRL location is an alternative; LDAP is never "unreachable" (issue 7 10) ----
+LDAP_CDP = "ldap:///CN=rdplab%20Lab%20CA,CN=PKI,CN=CDP,CN=Public%20Key%20Services,DC=rdplab,DC=test"
+HTTP_A = "http://pki.rdplab.test/a.crl"
+HTTP_B = "http://pki2.rdplab.test/b.crl"
+ANSWERS = {"reachable": True, "detail": "answered"}
+SILENT = {"reachable": False, "detail": "no answer"}
+
+
+@pytest.mark.parametrize(
+    ("cdp", "probes", "fires"),
+    [
+        pytest.param([LDAP_CDP], {}, False, id="ldap-only-cannot-be-judged"),
+        pytest.param([LDAP_CDP, HTTP_A], {HTTP_A: SILENT}, True, id="ldap-and-http-down"),
+        pytest.param([LDAP_CDP, HTTP_A], {HTTP_A: ANSWERS}, False, id="ldap-and-http-up"),
+        pytest.param([HTTP_A, HTTP_B], {HTTP_A: SILENT, HTTP_B: ANSWERS}, False, id="one-of-two"),
+        pytest.param([HTTP_A, HTTP_B], {HTTP_A: SILENT, HTTP_B: SILENT}, True, id="none-of-two"),
+    ],
+)
+def test_revocation_needs_every_http_location_down(
+    cdp: list[str],
+    probes: dict[str, dict[str, object]],
+    fires: bool,
+    client: Twin,
+    bound_host: Twin,
+    contextualize: Callable[..., DetectContext],
+) -> None:
+    from rdplab.catalog import cert_revocation_unreachable as revocation
+
+    ctx = contextualize(client, bound_host)
+    cert = revocation.presented_certificate(ctx)
+    assert cert is not None
+    cert["cdp"] = cdp
+    ctx.client.raw["probes"] = probes
+    found = revocation.detect(ctx)
+    assert bool(found) is fires
+    if found:
+        (f,) = found
+        assert set(f.evidence["unreachable"]) == {u for u in cdp if u.startswith("http")}
+        assert f.evidence["not_probed"] == [u for u in cdp if u.startswith("ldap")]
+    assert revocation.probe_urls({"certificates": {"My": [{"cdp": cdp}]}}) == sorted(
+        u for u in cdp if u.startswith("http")
+    )
+
+
+def test_twin_reports_an_ldap_location_as_not_probed(client: Twin) -> None:
+    assert client.probe_url(LDAP_CDP) == {"reachable": False, "detail": "not probed: ldap scheme"}
+
+
+def test_firewall_blocked_by_group_policy_says_change_the_gpo(
+    host: Twin, client: Twin, contextualize: Callable[..., DetectContext]
+) -> None:
+    """issue 7 item 9: the facts carry each rule's store; a Group Policy block rule is named
+    and the advice is to change the GPO (the fix's ops change the local store only)."""
+    from rdplab.catalog import firewall_blocked
+    from rdplab.twin.firewall import Rule
+
+    host.firewall.rules.append(
+        Rule.from_json(
+            {"name": "{GPO-RDP-BLOCK}", "action": "Block", "local_port": "3389", "store": "gpo"}
+        )
+    )
+    (f,) = firewall_blocked.detect(contextualize(client, host))
+    assert f.summary.endswith("blocked by Group Policy: change the GPO, not the machine")
+    assert f.evidence["group_policy_rules"] == ["{GPO-RDP-BLOCK}"]
+    # a local block rule alone: no Group Policy advice
+    host.firewall.rules[-1].store = "local"
+    (f,) = firewall_blocked.detect(contextualize(client, host))
+    assert "Group Policy" not in f.summary and "group_policy_rules" not in f.evidence

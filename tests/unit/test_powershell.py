@@ -743,6 +743,20 @@ def test_agent_compares_no_translated_message_text() -> None:
         )
 
 
+def test_probe_asks_for_tls12() -> None:
+    """issue 7 item 10: HttpWebRequest under 5.1 offers only ServicePointManager's protocols."""
+    body = agent_text()
+    start = body.index("function Get-FactsProbes {")
+    probes = body[start : body.index("\n}\n", start)]
+    assert re.search(
+        r"\[System\.Net\.ServicePointManager\]::SecurityProtocol = .*-bor "
+        r"\[System\.Net\.SecurityProtocolType\]::Tls12",
+        probes,
+    )
+    assert probes.index("SecurityProtocol =") < probes.index("WebRequest]::Create")
+    assert "$scheme -ne 'http' -and $scheme -ne 'https'" in probes  # ldap: not probed
+
+
 def test_agent_never_uses_dollar_input() -> None:
     """issue 7 item 14: powershell.exe -File reads redirected stdin itself only when the script
     uses $input (ConsoleHost.cs, AstSearcher.IsUsingDollarInput); Read-Request needs it unread."""

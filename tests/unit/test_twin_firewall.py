@@ -311,3 +311,31 @@ def test_rules_with_ports_windows_refuses_are_refused(port: str) -> None:
 @pytest.mark.parametrize("port", ["65535", "49152-65535", "RPC-EPMap", "IPHTTPSIn", "Any"])
 def test_ports_and_keywords_windows_accepts_pass(port: str) -> None:
     assert Rule.from_json({"name": "ok", "local_port": port}).local_port == [port]
+
+
+# -- Group Policy rules (issue 7 item 9) -----------------------------------------------------------
+def _with_gpo_block() -> Firewall:
+    from rdplab.twin.firewall import Profile
+
+    gpo_block = Rule.from_json(
+        {"name": "{GPO-GUID}", "action": "Block", "local_port": "3389", "store": "gpo"}
+    )
+    allow = Rule.from_json({"name": "RemoteDesktop-UserMode-In-TCP", "local_port": "3389"})
+    profiles = {p: Profile() for p in ("Domain", "Private", "Public")}
+    return Firewall(profiles, [allow, gpo_block], "Domain")
+
+
+def test_a_rule_records_its_store() -> None:
+    assert Rule.from_json({"name": "x"}).to_json()["store"] == "local"
+    assert Rule.from_json({"name": "x", "store": "gpo"}).to_json()["store"] == "gpo"
+
+
+def test_ops_change_only_local_rules() -> None:
+    fw = _with_gpo_block()
+    assert fw.remove({"action": "Block", "local_port": "3389"}) == 0  # the GPO rule stays
+    assert not fw.evaluate("In", "TCP", 3389).allowed
+    assert fw.set({"name": "{GPO-GUID}"}, enabled=False, action=None) == 0
+    with pytest.raises(OpError, match="added to the local store"):
+        fw.add({"name": "{GPO-GUID}", "store": "gpo"})
+    assert fw.add({"name": "{GPO-GUID}", "action": "Allow"})  # a local rule of that name
+    assert {(r.name, r.store) for r in fw.rules} >= {("{GPO-GUID}", "gpo"), ("{GPO-GUID}", "local")}

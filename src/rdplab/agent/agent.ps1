@@ -56,7 +56,7 @@ $script:HwidBytes = 20
 $script:RegTypes = @('REG_SZ', 'REG_EXPAND_SZ', 'REG_DWORD', 'REG_QWORD', 'REG_MULTI_SZ', 'REG_BINARY')
 $script:StartTypes = @('Automatic', 'Manual', 'Disabled')
 $script:RuleFields = @('name', 'display_name', 'group', 'direction', 'action', 'protocol',
-    'local_port', 'remote_port', 'program', 'profiles', 'enabled')
+    'local_port', 'remote_port', 'program', 'profiles', 'enabled', 'store')
 $script:MatchKeys = @('name', 'group', 'direction', 'action', 'protocol', 'local_port', 'remote_port')
 $script:HostsPath = Join-Path $env:SystemRoot 'System32\drivers\etc\hosts'
 
@@ -829,27 +829,36 @@ function ConvertTo-RuleJson {
     $r['profiles'] = [object[]]@(([string]$Rule.Profile).Split(',') | ForEach-Object { $_.Trim() } | Where-Object { $_ -ne '' })
     # Enabled is an enum whose values are the strings True/False, not a [bool].
     $r['enabled'] = ([string]$Rule.Enabled -eq 'True')
+    # Where the rule comes from: the machine's own store, or Group Policy (an ActiveStore read).
+    $source = [string]$Rule.PolicyStoreSourceType
+    $r['store'] = 'local'
+    if ($source -eq 'GroupPolicy') { $r['store'] = 'gpo' } elseif ($source -ne '' -and $source -ne 'Local') { $r['store'] = $source.ToLowerInvariant() }
     return $r
 }
 
 function Get-FwRules {
     # Rules (with filters) as {Json, Group}; a selector's name or group narrows the query.
-    param([System.Collections.IDictionary]$Selector = $null)
+    # Ops read and change the local PersistentStore (the cmdlets' default); -Active reads the
+    # effective rules (ActiveStore: local plus Group Policy), for facts.
+    # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallrule
+    param([System.Collections.IDictionary]$Selector = $null, [switch]$Active)
+    $store = @{}
+    if ($Active) { $store['PolicyStore'] = 'ActiveStore' }
     $rules = @()
     if ($null -ne $Selector -and $Selector.Contains('name')) {
         $pattern = [System.Management.Automation.WildcardPattern]::Escape([string]$Selector['name'])
-        $rules = @(Get-NetFirewallRule -Name $pattern -ErrorAction SilentlyContinue)
+        $rules = @(Get-NetFirewallRule -Name $pattern @store -ErrorAction SilentlyContinue)
     } elseif ($null -ne $Selector -and $Selector.Contains('group')) {
         $query = Get-GroupQuery ([string]$Selector['group'])
-        $rules = @(Get-NetFirewallRule @query -ErrorAction SilentlyContinue)
+        $rules = @(Get-NetFirewallRule @query @store -ErrorAction SilentlyContinue)
     } else {
-        $rules = @(Get-NetFirewallRule -ErrorAction Stop)
+        $rules = @(Get-NetFirewallRule @store -ErrorAction Stop)
     }
     $ports = @{}
     $apps = @{}
     if ($rules.Count -gt 20) {
-        foreach ($f in @(Get-NetFirewallPortFilter -All -ErrorAction Stop)) { $ports[[string]$f.InstanceID] = $f }
-        foreach ($f in @(Get-NetFirewallApplicationFilter -All -ErrorAction Stop)) { $apps[[string]$f.InstanceID] = $f }
+        foreach ($f in @(Get-NetFirewallPortFilter -All @store -ErrorAction Stop)) { $ports[[string]$f.InstanceID] = $f }
+        foreach ($f in @(Get-NetFirewallApplicationFilter -All @store -ErrorAction Stop)) { $apps[[string]$f.InstanceID] = $f }
     } else {
         foreach ($rule in $rules) {
             $ports[[string]$rule.InstanceID] = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop
@@ -940,9 +949,14 @@ function ConvertTo-RuleSpec {
     $r['profiles'] = Get-PortList (Get-Arg $Data 'profiles')
     $r['enabled'] = $true
     if ($Data.Contains('enabled')) { $r['enabled'] = [bool]$Data['enabled'] }
+    $r['store'] = 'local'
+    if ($Data.Contains('store')) { $r['store'] = Format-PyStr $Data['store'] }
     if ($r['direction'] -cne 'In' -and $r['direction'] -cne 'Out') { Stop-Op ('firewall rule {0}: direction must be In or Out' -f $r['name']) }
     if ($r['action'] -cne 'Allow' -and $r['action'] -cne 'Block') { Stop-Op ('firewall rule {0}: action must be Allow or Block' -f $r['name']) }
     foreach ($proto in @('TCP', 'UDP', 'Any')) { if ($r['protocol'] -eq $proto) { $r['protocol'] = $proto } }
+    if ($r['store'] -cne 'local') {
+        Stop-Op ('firewall rule {0}: rules are added to the local store; a rule of store {1} is made where that store is kept (a GPO)' -f $r['name'], (Format-Repr $r['store']))
+    }
     return $r
 }
 
@@ -1971,7 +1985,7 @@ function Get-FactsFirewall {
         $profiles[[string]$p.Name] = $body
     }
     $rules = New-Object System.Collections.Generic.List[object]
-    foreach ($e in (Get-FwRules)) {
+    foreach ($e in (Get-FwRules -Active)) {
         $r = $e['Json']
         if ($r['action'] -ne 'Allow' -and $r['action'] -ne 'Block') { continue }  # NotConfigured
         $keep = $script:RdGroups -contains $r['group']
@@ -2028,8 +2042,25 @@ function Get-FactsProbes {
     param([string[]]$Urls)
     $out = New-Dict
     $hosts = Get-HostsMap
+    # HttpWebRequest offers the TLS versions in ServicePointManager.SecurityProtocol. For
+    # powershell.exe (a .NET Framework 4.5 target) its default depends on SchUseStrongCrypto and
+    # may lack TLS 1.2 on Server 2016, so an https CRL would read "no answer" where Windows' own
+    # revocation check succeeds: ask for TLS 1.2 and 1.1 on top of the default, for this process.
+    # https://learn.microsoft.com/en-us/dotnet/api/system.net.servicepointmanager.securityprotocol
+    [System.Net.ServicePointManager]::SecurityProtocol = [System.Net.ServicePointManager]::SecurityProtocol -bor [System.Net.SecurityProtocolType]::Tls12 -bor [System.Net.SecurityProtocolType]::Tls11
     foreach ($url in $Urls) {
         $probe = New-Dict
+        $scheme = ''
+        try { $scheme = ([System.Uri]$url).Scheme.ToLowerInvariant() } catch { $scheme = '' }
+        if ($scheme -ne 'http' -and $scheme -ne 'https') {
+            # An ldap:/// location names no host; the agent does not speak LDAP (not unreachable).
+            $probe['reachable'] = $false
+            $shown = $scheme
+            if ($shown -eq '') { $shown = 'no' }
+            $probe['detail'] = 'not probed: {0} scheme' -f $shown
+            $out[$url] = $probe
+            continue
+        }
         $name = ''
         try { $name = ([System.Uri]$url).Host } catch { $name = '' }
         $lower = $name.ToLowerInvariant()

@@ -12,6 +12,7 @@ the article describes, and on real Windows it may do nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from rdplab import windows as win
 from rdplab.catalog.base import (
@@ -40,11 +41,23 @@ def presented_certificate(ctx: DetectContext) -> dict[str, object] | None:
     return next((c for c in ctx.host.certificates(RD_STORE) if c["key"] == "ok"), None)
 
 
+PROBED_SCHEMES = ("http", "https")
+
+
+def probed(url: str) -> bool:
+    """Whether a CRL location is one the lab probes: http and https. An ``ldap:///CN=...``
+    location (what an enterprise CA publishes) names no host; the lab does not speak LDAP,
+    so such a location is reported as not probed, never as unreachable."""
+    return urlsplit(url).scheme.lower() in PROBED_SCHEMES
+
+
 def probe_urls(host_facts_raw: dict[str, object]) -> list[str]:
-    """CRL locations of the host's certificates, for the client's gather probes."""
+    """The probed CRL locations of the host's certificates, for the client's gather."""
     stores = host_facts_raw.get("certificates") or {}
     assert isinstance(stores, dict)
-    return sorted({u for certs in stores.values() for c in certs for u in c.get("cdp", [])})
+    return sorted(
+        {u for certs in stores.values() for c in certs for u in c.get("cdp", []) if probed(u)}
+    )
 
 
 def gather_needs(role: Role, gathered: Mapping[Role, Facts]) -> Mapping[str, list[str]]:
@@ -62,22 +75,23 @@ def detect(ctx: DetectContext) -> list[Finding]:
     check = ctx.client.effective("revocation_check")
     if check.value == 0:
         return []
-    cdp = list(cert["cdp"])  # type: ignore[call-overload]
-    failed = {u: ctx.client.probe(u) for u in cdp}
-    bad = {
-        u: p["detail"] if p else "not probed"
-        for u, p in failed.items()
-        if not (p and p["reachable"])
-    }
-    if not bad:
+    cdp = [str(u) for u in cert["cdp"]]  # type: ignore[attr-defined]
+    # Windows tries the locations in turn and needs one CRL: any location that answers is
+    # enough (RFC 5280 4.2.1.13: each distribution point is an alternative source).
+    judged = [u for u in cdp if probed(u)]
+    if not judged:
+        return []  # only LDAP (or other) locations: the lab cannot tell
+    probes = {u: ctx.client.probe(u) for u in judged}
+    if any(p and p["reachable"] for p in probes.values()):
         return []
     return [
         finding(
             ID,
             "client",
-            "the client cannot reach the CRL of the host's certificate",
+            "the client cannot reach any CRL location of the host's certificate",
             certificate=cert["thumbprint"],
-            unreachable=bad,
+            unreachable={u: p["detail"] if p else "not probed" for u, p in probes.items()},
+            not_probed=[u for u in cdp if not probed(u)],
             revocation_check=check.describe("AllowCertRevocationCheck"),
         )
     ]

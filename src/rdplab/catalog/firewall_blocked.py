@@ -20,25 +20,47 @@ from rdplab.catalog.base import (
     finding,
     op,
 )
+from rdplab.twin.firewall import GPO_STORE
 
 ID = "firewall-blocked"
 BLOCK_RULE = "rdplab-Block-RDP-In"
+
+
+GPO_ADVICE = "blocked by Group Policy: change the GPO, not the machine"
 
 
 def detect(ctx: DetectContext) -> list[Finding]:
     verdict = ctx.host.inbound(ctx.net.port, win.TS_PROGRAM)
     if verdict.allowed:
         return []
-    disabled = [r.name for r in ctx.host.fw_rules(group=win.RD_GROUP) if not r.enabled]
+    rd_rules = ctx.host.fw_rules(group=win.RD_GROUP)
+    disabled = [r.name for r in rd_rules if not r.enabled]
+    # The facts hold the effective rules (ActiveStore) with each rule's store. A block rule,
+    # or a disabled Remote Desktop rule, that Group Policy sets cannot be fixed on the machine:
+    # the ops change the local store, and the next policy refresh would undo a local change.
+    blocked_by = set(verdict.rules)
+    by_policy = [
+        r.name
+        for r in ctx.host.firewall.rules
+        if r.store == GPO_STORE
+        and (r.name in blocked_by or (r.group == win.RD_GROUP and not r.enabled))
+    ]
+    summary = (
+        f"inbound TCP {ctx.net.port} is blocked on the {ctx.host.firewall.active_profile} profile"
+    )
+    extra: dict[str, object] = {}
+    if by_policy:
+        summary += f"; {GPO_ADVICE}"
+        extra["group_policy_rules"] = by_policy
     return [
         finding(
             ID,
             "host",
-            f"inbound TCP {ctx.net.port} is blocked on the {ctx.host.firewall.active_profile}"
-            " profile",
+            summary,
             verdict=verdict.reason,
             block_rules=verdict.rules,
             disabled_rd_rules=disabled,
+            **extra,
         )
     ]
 

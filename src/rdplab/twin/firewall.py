@@ -27,7 +27,13 @@ RULE_FIELDS = (
     "program",
     "profiles",
     "enabled",
+    "store",
 )
+# Where a rule comes from (Get-NetFirewallRule -PolicyStore ActiveStore, PolicyStoreSourceType):
+# "local" (the machine's own PersistentStore) or "gpo" (Group Policy); ops change local rules
+# only, a Group Policy rule is changed in its GPO (issue 7 item 9).
+LOCAL_STORE = "local"
+GPO_STORE = "gpo"
 MATCH_KEYS = ("name", "group", "direction", "action", "protocol", "local_port", "remote_port")
 
 
@@ -95,6 +101,7 @@ class Rule:
     program: str = "Any"
     profiles: list[str] = field(default_factory=lambda: ["Any"])
     enabled: bool = True
+    store: str = LOCAL_STORE
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Rule:
@@ -115,6 +122,7 @@ class Rule:
             program=str(data.get("program", "Any")),
             profiles=_ports(data.get("profiles")),
             enabled=bool(data.get("enabled", True)),
+            store=str(data.get("store", LOCAL_STORE)),
         )
         if rule.direction not in ("In", "Out"):
             raise OpError(f"firewall rule {rule.name}: direction must be In or Out")
@@ -137,6 +145,7 @@ class Rule:
             "program": self.program,
             "profiles": list(self.profiles),
             "enabled": self.enabled,
+            "store": self.store,
         }
 
     def matches(self, selector: dict[str, Any]) -> bool:
@@ -224,7 +233,14 @@ class Firewall:
     # -- ops --------------------------------------------------------------------------------
     def add(self, data: dict[str, Any]) -> bool:
         rule = Rule.from_json(data)
+        if rule.store != LOCAL_STORE:
+            raise OpError(
+                f"firewall rule {rule.name}: rules are added to the local store; a rule of"
+                f" store {rule.store!r} is made where that store is kept (a GPO)"
+            )
         for i, existing in enumerate(self.rules):
+            if existing.store != LOCAL_STORE:
+                continue
             if existing.name.lower() == rule.name.lower():
                 if existing == rule:
                     return False
@@ -234,9 +250,10 @@ class Firewall:
         return True
 
     def select(self, selector: dict[str, Any]) -> list[Rule]:
+        """The local rules a change selects: ops never touch Group Policy rules."""
         if not selector:
             raise OpError("firewall selector is empty: refusing to touch every rule")
-        return [r for r in self.rules if r.matches(selector)]
+        return [r for r in self.rules if r.store == LOCAL_STORE and r.matches(selector)]
 
     def set(self, selector: dict[str, Any], enabled: bool | None, action: str | None) -> int:
         changed = 0

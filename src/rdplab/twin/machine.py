@@ -379,6 +379,9 @@ class Twin:
         }
 
     def probe_url(self, url: str) -> dict[str, Any]:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):  # as agent.ps1: an ldap:/// location has no host
+            return {"reachable": False, "detail": f"not probed: {scheme or 'no'} scheme"}
         host = urlsplit(url).hostname or ""
         res = self.dns.resolve(host, self.zone)
         if res.address is None:

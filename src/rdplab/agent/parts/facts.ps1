@@ -22,7 +22,7 @@ function Get-FactsFirewall {
         $profiles[[string]$p.Name] = $body
     }
     $rules = New-Object System.Collections.Generic.List[object]
-    foreach ($e in (Get-FwRules)) {
+    foreach ($e in (Get-FwRules -Active)) {
         $r = $e['Json']
         if ($r['action'] -ne 'Allow' -and $r['action'] -ne 'Block') { continue }  # NotConfigured
         $keep = $script:RdGroups -contains $r['group']
@@ -79,8 +79,25 @@ function Get-FactsProbes {
     param([string[]]$Urls)
     $out = New-Dict
     $hosts = Get-HostsMap
+    # HttpWebRequest offers the TLS versions in ServicePointManager.SecurityProtocol. For
+    # powershell.exe (a .NET Framework 4.5 target) its default depends on SchUseStrongCrypto and
+    # may lack TLS 1.2 on Server 2016, so an https CRL would read "no answer" where Windows' own
+    # revocation check succeeds: ask for TLS 1.2 and 1.1 on top of the default, for this process.
+    # https://learn.microsoft.com/en-us/dotnet/api/system.net.servicepointmanager.securityprotocol
+    [System.Net.ServicePointManager]::SecurityProtocol = [System.Net.ServicePointManager]::SecurityProtocol -bor [System.Net.SecurityProtocolType]::Tls12 -bor [System.Net.SecurityProtocolType]::Tls11
     foreach ($url in $Urls) {
         $probe = New-Dict
+        $scheme = ''
+        try { $scheme = ([System.Uri]$url).Scheme.ToLowerInvariant() } catch { $scheme = '' }
+        if ($scheme -ne 'http' -and $scheme -ne 'https') {
+            # An ldap:/// location names no host; the agent does not speak LDAP (not unreachable).
+            $probe['reachable'] = $false
+            $shown = $scheme
+            if ($shown -eq '') { $shown = 'no' }
+            $probe['detail'] = 'not probed: {0} scheme' -f $shown
+            $out[$url] = $probe
+            continue
+        }
         $name = ''
         try { $name = ([System.Uri]$url).Host } catch { $name = '' }
         $lower = $name.ToLowerInvariant()

@@ -101,27 +101,36 @@ function ConvertTo-RuleJson {
     $r['profiles'] = [object[]]@(([string]$Rule.Profile).Split(',') | ForEach-Object { $_.Trim() } | Where-Object { $_ -ne '' })
     # Enabled is an enum whose values are the strings True/False, not a [bool].
     $r['enabled'] = ([string]$Rule.Enabled -eq 'True')
+    # Where the rule comes from: the machine's own store, or Group Policy (an ActiveStore read).
+    $source = [string]$Rule.PolicyStoreSourceType
+    $r['store'] = 'local'
+    if ($source -eq 'GroupPolicy') { $r['store'] = 'gpo' } elseif ($source -ne '' -and $source -ne 'Local') { $r['store'] = $source.ToLowerInvariant() }
     return $r
 }
 
 function Get-FwRules {
     # Rules (with filters) as {Json, Group}; a selector's name or group narrows the query.
-    param([System.Collections.IDictionary]$Selector = $null)
+    # Ops read and change the local PersistentStore (the cmdlets' default); -Active reads the
+    # effective rules (ActiveStore: local plus Group Policy), for facts.
+    # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallrule
+    param([System.Collections.IDictionary]$Selector = $null, [switch]$Active)
+    $store = @{}
+    if ($Active) { $store['PolicyStore'] = 'ActiveStore' }
     $rules = @()
     if ($null -ne $Selector -and $Selector.Contains('name')) {
         $pattern = [System.Management.Automation.WildcardPattern]::Escape([string]$Selector['name'])
-        $rules = @(Get-NetFirewallRule -Name $pattern -ErrorAction SilentlyContinue)
+        $rules = @(Get-NetFirewallRule -Name $pattern @store -ErrorAction SilentlyContinue)
     } elseif ($null -ne $Selector -and $Selector.Contains('group')) {
         $query = Get-GroupQuery ([string]$Selector['group'])
-        $rules = @(Get-NetFirewallRule @query -ErrorAction SilentlyContinue)
+        $rules = @(Get-NetFirewallRule @query @store -ErrorAction SilentlyContinue)
     } else {
-        $rules = @(Get-NetFirewallRule -ErrorAction Stop)
+        $rules = @(Get-NetFirewallRule @store -ErrorAction Stop)
     }
     $ports = @{}
     $apps = @{}
     if ($rules.Count -gt 20) {
-        foreach ($f in @(Get-NetFirewallPortFilter -All -ErrorAction Stop)) { $ports[[string]$f.InstanceID] = $f }
-        foreach ($f in @(Get-NetFirewallApplicationFilter -All -ErrorAction Stop)) { $apps[[string]$f.InstanceID] = $f }
+        foreach ($f in @(Get-NetFirewallPortFilter -All @store -ErrorAction Stop)) { $ports[[string]$f.InstanceID] = $f }
+        foreach ($f in @(Get-NetFirewallApplicationFilter -All @store -ErrorAction Stop)) { $apps[[string]$f.InstanceID] = $f }
     } else {
         foreach ($rule in $rules) {
             $ports[[string]$rule.InstanceID] = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop
@@ -212,9 +221,14 @@ function ConvertTo-RuleSpec {
     $r['profiles'] = Get-PortList (Get-Arg $Data 'profiles')
     $r['enabled'] = $true
     if ($Data.Contains('enabled')) { $r['enabled'] = [bool]$Data['enabled'] }
+    $r['store'] = 'local'
+    if ($Data.Contains('store')) { $r['store'] = Format-PyStr $Data['store'] }
     if ($r['direction'] -cne 'In' -and $r['direction'] -cne 'Out') { Stop-Op ('firewall rule {0}: direction must be In or Out' -f $r['name']) }
     if ($r['action'] -cne 'Allow' -and $r['action'] -cne 'Block') { Stop-Op ('firewall rule {0}: action must be Allow or Block' -f $r['name']) }
     foreach ($proto in @('TCP', 'UDP', 'Any')) { if ($r['protocol'] -eq $proto) { $r['protocol'] = $proto } }
+    if ($r['store'] -cne 'local') {
+        Stop-Op ('firewall rule {0}: rules are added to the local store; a rule of store {1} is made where that store is kept (a GPO)' -f $r['name'], (Format-Repr $r['store']))
+    }
     return $r
 }
 
