@@ -197,6 +197,7 @@ def test_reg_set_backs_up_the_value_first(fresh: Twin) -> None:
             "key": win.RDP_TCP_KEY,
             "name": "PortNumber",
             "value": {"type": "REG_DWORD", "data": 3389},
+            "absent_from": None,
         }
     ]
     # an op that changes nothing takes no backup
@@ -554,3 +555,24 @@ def test_a_default_value_is_set_backed_up_and_restored(fresh: Twin) -> None:
     assert fresh.apply([Op("reg.restore", {"backup": results[1].backup or ""})]).results[0].changed
     assert fresh.lookup(key, "") == "first"
     assert fresh.registry_view([key])[key]["values"] == {"": {"type": "REG_SZ", "data": "first"}}
+
+
+def test_restore_of_a_value_in_a_new_key_removes_the_keys_it_made(fresh: Twin) -> None:
+    """A value set in a key that did not exist: the restore deletes the value and the keys the
+    set had to create (while they hold nothing else), so the machine is back as it was."""
+    key = win.TS_CLIENT_POLICY_KEY + r"\rdplab-new"
+    assert fresh.registry.key(win.TS_CLIENT_POLICY_KEY) is None
+    before = fresh.registry.snapshot()
+    op = Op("reg.set", {"key": key, "name": "X", "type": "REG_DWORD", "data": 1})
+    backup = fresh.apply([op]).results[0].backup
+    assert fresh.journal[-1]["absent_from"] == win.TS_CLIENT_POLICY_KEY
+    assert fresh.apply([Op("reg.restore", {"backup": backup or ""})]).results[0].changed
+    assert fresh.registry.snapshot() == before
+    assert not fresh.apply([Op("reg.restore", {"backup": backup or ""})]).results[0].changed
+    # a value someone else wrote in a created key since is kept, with its key
+    fresh.apply([op])
+    fresh.registry.set(win.TS_CLIENT_POLICY_KEY, "Other", "REG_DWORD", 2)
+    backup = fresh.journal[-1]
+    fresh._restore(backup)
+    assert fresh.lookup(win.TS_CLIENT_POLICY_KEY, "Other") == 2
+    assert fresh.lookup(key, "X") is None

@@ -22,7 +22,7 @@ from rdplab.twin.certs import RD_STORE, CertEntry, CertStores, make_self_signed,
 from rdplab.twin.dns import DnsClient
 from rdplab.twin.events import EventLog
 from rdplab.twin.firewall import Firewall, port_matches
-from rdplab.twin.registry import Registry, check_value
+from rdplab.twin.registry import Registry, check_value, normalize_key
 from rdplab.twin.services import Services
 
 # (twin, address) -> whether an HTTP endpoint answers there; set by the sim network.
@@ -180,25 +180,47 @@ class Twin:
         else:
             value = self.registry.get(key, name)
             saved = None if value is None else value.to_json()
-            self.journal.append({"key": key, "name": name, "value": saved})
+            self.journal.append(
+                {"key": key, "name": name, "value": saved, "absent_from": self._absent_from(key)}
+            )
         return f"twin://{self.computer.name}/backup/{len(self.journal)}"
+
+    def _absent_from(self, key: str) -> str | None:
+        """The topmost key of ``key``'s path that does not exist (None: the key exists)."""
+        parts = normalize_key(key).split("\\")
+        for i in range(2, len(parts) + 1):
+            sub = "\\".join(parts[:i])
+            if self.registry.key(sub) is None:
+                return sub
+        return None
+
+    def _leftover(self, saved: dict[str, Any]) -> bool:
+        """Keys a value change created that now hold no value at all (restore removes them)."""
+        top = saved.get("absent_from")
+        if top is None or self.registry.key(top) is None:
+            return False
+        return not any(k.values for k in self.registry.tree(top))
 
     def _backup_current(self, saved: dict[str, Any]) -> bool:
         """Whether what a journal entry covers is as it was backed up."""
         if "name" in saved:
             value = self.registry.get(saved["key"], saved["name"])
-            return bool((None if value is None else value.to_json()) == saved["value"])
+            same = (None if value is None else value.to_json()) == saved["value"]
+            return same and not self._leftover(saved)
         return bool(self.registry.export(saved["key"]) == saved["export"])
 
     def _restore(self, saved: dict[str, Any]) -> None:
         if "name" not in saved:
             self.registry.restore(saved["export"], saved["key"])
-        elif saved["value"] is None:
+            return
+        if saved["value"] is None:
             self.registry.delete_value(saved["key"], saved["name"])
         else:
             self.registry.set(
                 saved["key"], saved["name"], saved["value"]["type"], saved["value"]["data"]
             )
+        if self._leftover(saved):
+            self.registry.delete_key(saved["absent_from"])
 
     def _apply_one(self, op: Op, changed_before: bool) -> OpResult:
         a = op.args

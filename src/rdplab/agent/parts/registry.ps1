@@ -261,6 +261,7 @@ function Backup-RegKey {
         $side['scope'] = 'value'
         $side['name'] = [string]$Name
         $side['value'] = Get-RegValue $p['Path'] ([string]$Name)
+        $side['absent_from'] = Get-RegAbsentFrom $p['Path']
     } else {
         $side['scope'] = 'tree'
         $side['snapshot'] = $snapshot
@@ -281,14 +282,40 @@ function Read-RegBackup {
     return $side
 }
 
+function Get-RegAbsentFrom {
+    # The topmost key of the path that does not exist yet ($null: the key exists), so a restore
+    # can remove the keys a value change had to create.
+    param([string]$Path)
+    $p = Split-RegPath $Path
+    $sub = ''
+    foreach ($part in @($p['Sub'].Split([char]'\') | Where-Object { $_ -ne '' })) {
+        if ($sub -eq '') { $sub = $part } else { $sub = $sub + '\' + $part }
+        $k = Open-RegKey ($p['Hive'] + '\' + $sub)
+        if ($null -eq $k) { return ($p['Hive'] + '\' + $sub) }
+        $k.Close()
+    }
+    return $null
+}
+
+function Test-RegLeftover {
+    # Keys a value change created that now hold no value at all (a restore removes them).
+    param([System.Collections.IDictionary]$Side)
+    if (-not $Side.Contains('absent_from') -or $null -eq $Side['absent_from']) { return $false }
+    $nodes = Get-RegKeyTree ([string]$Side['absent_from'])
+    if ($nodes.Count -eq 0) { return $false }
+    foreach ($n in $nodes) { if ($n['Values'].Count -gt 0) { return $false } }
+    return $true
+}
+
 function Test-RegBackupCurrent {
     # Whether what the backup covers is as it was backed up (nothing to restore).
     param([System.Collections.IDictionary]$Side)
     if ($Side['scope'] -eq 'value') {
         $now = Get-RegValue ([string]$Side['key']) ([string]$Side['name'])
         $want = $Side['value']
-        if ($null -eq $want) { return ($null -eq $now) }
-        return (Test-RegValueEqual $now ([string]$want['type']) $want['data'])
+        $same = $false
+        if ($null -eq $want) { $same = ($null -eq $now) } else { $same = (Test-RegValueEqual $now ([string]$want['type']) $want['data']) }
+        return ($same -and -not (Test-RegLeftover $Side))
     }
     return ((Get-RegSnapshot ([string]$Side['key'])) -ceq [string]$Side['snapshot'])
 }
@@ -326,6 +353,7 @@ function Restore-RegBackup {
             if ($script:RegTypes -cnotcontains $type) { Stop-Op ('reg.restore: {0}\{1} was {2}; import {3} by hand' -f $key, $name, $type, $File) }
             Set-RegValue $key $name $type (ConvertTo-RegData $type $want['data'] ($key + '\' + $name))
         }
+        if (Test-RegLeftover $side) { Remove-RegKeyTree ([string]$side['absent_from']) }
         if (-not (Test-RegBackupCurrent $side)) { Stop-Op ('reg.restore: {0}\{1} still differs from {2}' -f $key, $name, $File) }
         return $true
     }
