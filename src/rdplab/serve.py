@@ -277,7 +277,10 @@ class RDPServer:
         self._filler: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._started = False
-        self._sock: socket.socket | None = socket.create_server((address, port))
+        self._family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._sock: socket.socket | None = socket.create_server(
+            (address, port), family=self._family
+        )
         self.port = int(self._sock.getsockname()[1])
         self.listener: Listener = "open"
         if behaviour is not None:
@@ -339,7 +342,7 @@ class RDPServer:
         self.listener = state
         if state == "closed":
             return
-        self._sock = socket.create_server((self.address, self.port), backlog=0)
+        self._sock = socket.create_server((self.address, self.port), family=self._family, backlog=0)
         if state == "open":
             if self._started:
                 self._accept()
@@ -466,7 +469,7 @@ class RDPServer:
                     tls.settimeout(2)
                     tls.recv(1)
                 return
-            tls.settimeout(5)
+            tls.settimeout(15)  # a real client computing NTLM on a busy machine
             with suppress(OSError, credssp_wire.WireError):
                 first = _read_der(tls)
                 if not first:

@@ -16,6 +16,7 @@ from rdplab.probe import probe
 from rdplab.serve import (
     STATUS_LOGON_FAILURE,
     Behaviour,
+    RDPServer,
     behaviour_for,
     broken_host,
     confirm,
@@ -160,3 +161,15 @@ def test_negotiation_answers(behaviour: Behaviour, requested: int, answer: tuple
     selected, code = answer
     kind, value = (3, code) if code else (2, selected)
     assert reply[11] == kind and int.from_bytes(reply[15:19], "little") == value, reply.hex()
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = RDPServer("::1", 0)
+    except OSError as exc:
+        pytest.skip(f"cannot listen on ::1 here: {exc}")
+    with server:
+        result = probe("::1", server.port, timeout=5)
+    assert result.ok and result.credssp_version == 6, result.to_json()
