@@ -321,3 +321,21 @@ def test_fix_and_rollback_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         proc = rdplab("rollback", "--inventory", str(inventory), "--json")
         assert proc.returncode == 0, proc.stderr
         assert host.twin().snapshot() == broken
+
+
+@pytest.mark.winrm_loopback
+def test_round_trips_per_command(lab: WinRMLab) -> None:
+    """Counted on the wire: fix is the agent check, the diagnosis gather, one batch and the
+    verify gather per machine it changes; rollback touches only the machine it undoes,
+    with one batch."""
+    place(lab, LAB.scenario("listener-port-changed"))
+    inv = ["--inventory", str(lab.inventory)]
+    for r in lab.responders().values():
+        r.reset_counters()
+    assert rdplab("fix", *inv, "--yes").returncode == 0
+    assert lab.host.kinds == {"hash": 1, "call": 3}, lab.host.kinds
+    assert lab.client.kinds == {"hash": 1, "call": 2}, lab.client.kinds
+    for r in lab.responders().values():
+        r.reset_counters()
+    assert rdplab("rollback", *inv).returncode == 0
+    assert lab.host.kinds == {"hash": 1, "call": 1} and lab.client.kinds == {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -30,12 +31,19 @@ from rdplab.errors import RdplabError
 from rdplab.scenario import ScenarioRun
 
 
-def run_diagnosis(target: Target) -> ScenarioRun:
-    """The DIAGNOSE steps on the target: as they are (real), or after BREAK (sim)."""
+def run_diagnosis(target: Target, progress: bool = False) -> ScenarioRun:
+    """The DIAGNOSE steps on the target: as they are (real), or after BREAK (sim).
+    ``progress``: a spinner on stderr while it runs (on a terminal only)."""
     from rdplab.scenario import BREAK, DIAGNOSE, DIAGNOSE_AS_IS, new_run, run_steps
 
     run = new_run(target.provider, target.scenario)
-    return run_steps(run, DIAGNOSE_AS_IS if target.real else (*BREAK, *DIAGNOSE))
+    what = (
+        "checking the agents, gathering both machines' facts, probing the connection"
+        if target.real
+        else f"breaking {target.scenario.id} on fresh twins, then diagnosing"
+    )
+    with err.status(what) if progress else nullcontext():
+        return run_steps(run, DIAGNOSE_AS_IS if target.real else (*BREAK, *DIAGNOSE))
 
 
 @app.command()
@@ -62,7 +70,7 @@ def diagnose(
     try:
         for warning in unfinished_fixes(target):
             err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-        run = run_diagnosis(target)
+        run = run_diagnosis(target, progress=not as_json)
     finally:
         target.close()
     if run.error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import typer
@@ -87,7 +88,7 @@ def fix(
     choice = FixChoice(tuple(fault or ()), tuple(fix_id or ()), allow_lower_security)
     try:
         recovered = recover_interrupted(target) if not dry_run else []
-        run = run_diagnosis(target)
+        run = run_diagnosis(target, progress=not as_json)
         if run.error:
             fail(run.error)
         run.fix_choice = choice
@@ -119,7 +120,12 @@ def fix(
                 )
             except typer.Abort:
                 fail("not confirmed: nothing was changed (pass --yes to skip the question)", 1)
-        tag = _apply(target, run)
+        with (
+            err.status("applying the fixes, then diagnosing again")
+            if not as_json
+            else nullcontext()
+        ):
+            tag = _apply(target, run)
     finally:
         target.close()
     after = diagnosis_json(run, target.source, after=True)
