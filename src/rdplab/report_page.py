@@ -275,7 +275,10 @@ def settings_rows(run: ScenarioRun) -> list[tuple[str, str, Any, Any, Any, str]]
         }
         for label in sorted(set(broken) | set(fixed)):
             b, x, f = before.get(label), broken.get(label), fixed.get(label)
-            if x == f and (label not in before or b == x):
+            if fixed_f is None:  # no fix ran (skipped, or the run stopped): the break alone
+                if label not in before or b == x:
+                    continue
+            elif x == f and (label not in before or b == x):
                 continue
             rule = label.split("/")[2] if label.startswith("firewall/rules/") else ""
             group = f"group {groups[rule]}" if groups.get(rule) else ""

@@ -97,3 +97,13 @@ def test_the_page_under_xdist_has_every_selected_scenario(tmp_path: Path) -> Non
     sections = re.findall(r'<section class="rdplab-scenario" id="scenario-([^"]+)"', page)
     assert sections == rows
     assert "<pre>" not in page[top:]  # evidence as tables, not JSON dumps
+
+
+def test_without_a_fix_the_table_shows_the_break_alone() -> None:
+    """A run whose fix never ran (skipped or stopped) lists what the break changed, not
+    every gathered setting."""
+    run = run_scenario(get_provider("sim"), LAB.scenario("listener-port-changed"))
+    run.facts_after = {}
+    rows = settings_rows(run)
+    assert [r[1].rsplit("\\", 1)[-1] for r in rows] == ["PortNumber"]
+    assert rows[0][2:5] == (3389, 3390, None)
