@@ -196,3 +196,21 @@ def test_ipv6_target() -> None:
     rc, doc, _ = rdplab_probe(f"[::1]:{port}", "--timeout", "1")
     assert doc["target"] == f"[::1]:{port}" and rc == 1
     assert doc["failed_stage"] == "tcp"
+
+
+def test_text_output_for_people() -> None:
+    with rdp_responder() as r:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rdplab", "probe", f"127.0.0.1:{r.port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert text.startswith(f"127.0.0.1:{r.port}: reachable")
+    assert "ok x224" in text and "ok tls" in text
+    assert "selected protocol: PROTOCOL_HYBRID" in text and "CredSSP version: 6" in text
+    assert "(self-signed)" in text and "SHA-1 " in text
+    assert "not probed: licensing" in text
