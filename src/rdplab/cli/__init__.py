@@ -16,9 +16,12 @@ rdplab rollback           undo the last fix from the journal
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 
-from rdplab.cli.app import app
+import typer
+
+from rdplab.cli.app import EXIT_USAGE, app, err
 
 COMMANDS = (
     "listing",
@@ -38,8 +41,27 @@ for _name in COMMANDS:
     import_module(f"rdplab.cli.{_name}")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line. A usage mistake (a bad option value, a missing argument) is
+    one ``error:`` line naming the command and the option, exit 2, like every other
+    mistake; ``--help`` and a bare command print their help as usual."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="rdplab", standalone_mode=False)
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
+    except Exception as exc:  # click's ClickException family, vendored by typer
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError" or exc.exit_code == 0:
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)
+        where = getattr(getattr(exc, "ctx", None), "command_path", "rdplab")
+        message = " ".join(exc.format_message().split())
+        err.print(f"[red]error:[/] {where}: {message}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code if exc.exit_code != 1 else EXIT_USAGE)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["COMMANDS", "app", "main"]
