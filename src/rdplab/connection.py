@@ -115,7 +115,10 @@ def connect(
             f" (the host is {host_address}; {res.source} answer is stale)",
         )
     program = win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
-    inbound = host.firewall.evaluate("In", "TCP", port, program)
+    # the host's inbound rules see the client's address (a rule's RemoteAddress scope)
+    inbound = host.firewall.evaluate(
+        "In", "TCP", port, program, peer=net.client_address, local_subnet=net.subnet
+    )
     if not inbound.allowed:
         return run.failed(
             "tcp", f"SYN to {res.address}:{port} timed out: host firewall: {inbound.reason}"

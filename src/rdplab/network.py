@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -10,6 +11,11 @@ from rdplab import windows as win
 from rdplab.twin.certs import IssuedCert, lab_ca_issued
 
 Transport = Literal["tcp", "websocket"]
+
+#: The lab's machines share one subnet: the twin network is one /24 (the lab's own choice,
+#: matching the 192.168.56.x addresses above); a firewall rule scoped to LocalSubnet admits
+#: peers inside it.
+SUBNET_PREFIX = 24
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,11 @@ class Network:
             self.pki_name.lower(): self.pki_address,
             **{k.lower(): v for k, v in self.extra_zone.items()},
         }
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """The host's subnet, for firewall rules scoped to LocalSubnet."""
+        return ipaddress.ip_network(f"{self.host_address}/{SUBNET_PREFIX}", strict=False)
 
     @property
     def crl_url(self) -> str:

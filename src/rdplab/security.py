@@ -6,7 +6,9 @@ through ``SETTINGS``: a table of what protects a Remote Desktop connection, each
 values in order from weakest to strongest and the source that says what they mean
 (docs/sources.md s13 collects them). A setting whose value after the fix sits lower in that
 order than at the baseline is a weakening; so is a Remote Desktop port that the host's
-firewall lets in on more profiles than at the baseline.
+firewall lets in on more profiles than at the baseline, or from remote addresses the
+baseline's rules did not admit (a rule's RemoteAddress scope widened, e.g. LocalSubnet to
+Any, or a new allow rule with a wider scope).
 
 Policy values beat their preference twins here as everywhere (``rdplab.policy``): the
 judge compares effective values, so a fix that only sets the local value under a policy
@@ -25,7 +27,7 @@ from typing import Any
 from rdplab import policy
 from rdplab import windows as win
 from rdplab.catalog.base import ROLES, Role
-from rdplab.twin.firewall import PROFILES, Firewall
+from rdplab.twin.firewall import PROFILES, Firewall, address_covers
 
 Snapshot = Mapping[str, Any]
 
@@ -80,6 +82,9 @@ _SOURCES = {
     " docs/sources.md s3",
     "firewall": "Microsoft Learn: Windows Firewall rules (a rule applies to the profiles it"
     " lists; a profile with its firewall off lets everything in); docs/sources.md s9",
+    "remote_address": "Microsoft Learn: New-NetFirewallRule -RemoteAddress and"
+    " Get-NetFirewallAddressFilter (a rule admits only peers in its remote addresses: Any,"
+    " or addresses, subnets, ranges and keywords such as LocalSubnet); docs/sources.md s9",
 }
 
 
@@ -182,8 +187,9 @@ def lookup(snapshot: Snapshot) -> policy.Lookup:
     return get
 
 
-def rd_exposure(snapshot: Snapshot) -> dict[int, set[str]]:
-    """Remote Desktop port -> the firewall profiles on which inbound TCP to it is let in."""
+def _rd_firewalls(snapshot: Snapshot) -> tuple[list[tuple[int, str]], dict[str, Firewall]]:
+    """The Remote Desktop ports (with their programs) and the host's firewall with each
+    profile active."""
     fw = snapshot.get("firewall") or {}
     rules = fw.get("rules") or []
     data = {
@@ -194,14 +200,51 @@ def rd_exposure(snapshot: Snapshot) -> dict[int, set[str]]:
     listener = policy.listener_port(lookup(snapshot))
     if listener != win.DEFAULT_RDP_PORT:
         ports.append((listener, win.TS_PROGRAM))
+    return ports, {p: Firewall.from_json({**data, "active_profile": p}) for p in PROFILES}
+
+
+def rd_exposure(snapshot: Snapshot) -> dict[int, set[str]]:
+    """Remote Desktop port -> the firewall profiles on which inbound TCP to it is let in."""
+    ports, firewalls = _rd_firewalls(snapshot)
     out: dict[int, set[str]] = {}
-    for profile in PROFILES:
-        firewall = Firewall.from_json({**data, "active_profile": profile})
+    for profile, firewall in firewalls.items():
         for port, program in ports:
             if firewall.evaluate("In", "TCP", port, program).allowed:
                 out.setdefault(port, set()).add(profile)
             else:
                 out.setdefault(port, set())
+    return out
+
+
+def rd_scope(snapshot: Snapshot) -> dict[int, dict[str, list[str]]]:
+    """Remote Desktop port -> profile -> the remote addresses inbound TCP to it is let in
+    from (``Firewall.admitted``; [] where it is not let in)."""
+    ports, firewalls = _rd_firewalls(snapshot)
+    return {
+        port: {p: fw.admitted("In", "TCP", port, program) for p, fw in firewalls.items()}
+        for port, program in ports
+    }
+
+
+def _wider_addresses(was: Snapshot, now: Snapshot) -> list[tuple[int, str, str]]:
+    """(port, before, after) for each Remote Desktop port let in, after the fix, from remote
+    addresses the baseline did not admit on a profile where it was already let in (a port
+    newly let in on a profile is the profile weakening's)."""
+    before, after = rd_scope(was), rd_scope(now)
+    out = []
+    for port in sorted(after):
+        old: list[str] = []
+        new: list[str] = []
+        where: list[str] = []
+        for profile in PROFILES:
+            a, b = before.get(port, {}).get(profile, []), after[port][profile]
+            if a and b and not all(address_covers(a, item) for item in b):
+                where.append(profile)
+                old.extend(x for x in a if x not in old)
+                new.extend(x for x in b if x not in new)
+        if where:
+            on = f" on {', '.join(where)}"
+            out.append((port, f"from {', '.join(old)}{on}", f"from {', '.join(new)}{on}"))
     return out
 
 
@@ -240,6 +283,16 @@ def judge_machine(role: Role, before: Snapshot, after: Snapshot) -> list[Weakeni
                         _SOURCES["firewall"],
                     )
                 )
+        for port, old_scope, new_scope in _wider_addresses(before, after):
+            found.append(
+                Weakening(
+                    role,
+                    f"firewall: inbound TCP {port} remote addresses",
+                    old_scope,
+                    new_scope,
+                    _SOURCES["remote_address"],
+                )
+            )
     return found
 
 

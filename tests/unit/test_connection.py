@@ -136,6 +136,32 @@ def test_host_block_rule_beats_allow(
     failed(connect(client, host, net), "tcp", "host firewall", "blk")
 
 
+@pytest.mark.parametrize(
+    ("scope", "ok"),
+    [
+        (["LocalSubnet"], True),  # the client is on the host's subnet
+        (["192.168.56.10"], True),  # the client's own address
+        (["192.168.56.0/25"], True),
+        (["10.0.0.0/8"], False),
+        (["192.168.56.20-192.168.56.30"], False),
+    ],
+)
+def test_host_rule_remote_address_scope_sees_the_client(
+    host: Twin, client: Twin, net: Network, apply_ok: Apply, scope: list[str], ok: bool
+) -> None:
+    """A Remote Desktop rule lets the client in only from inside its RemoteAddress scope."""
+    assert net.client_address == "192.168.56.10"
+    rules = [r for r in host.firewall.rules if r.group == win.RD_GROUP]
+    apply_ok(
+        host, [Op("fw.rule.add", {"rule": {**r.to_json(), "remote_address": scope}}) for r in rules]
+    )
+    result = connect(client, host, net)
+    if ok:
+        assert result.ok, result.to_json()
+    else:
+        failed(result, "tcp", "host firewall", "default is Block")
+
+
 def test_shadow_rule_does_not_let_rdp_through(
     host: Twin, client: Twin, net: Network, apply_ok: Apply
 ) -> None:

@@ -114,6 +114,25 @@ def test_custom_fix_with_collateral_fails_test_no_collateral(
     assert "fSingleSessionPerUser" in outcomes[("test_no_collateral", "my-rdp-fix-collateral")].text
 
 
+def test_custom_fix_narrowing_firewall_remote_addresses_is_no_weakening(
+    outcomes: dict[tuple[str, str], Outcome],
+) -> None:
+    """A fix that keeps Remote Desktop to LocalSubnet (the baseline: Any) passes every aspect:
+    the judge sees a narrower scope, and the client on the host's subnet still connects."""
+    assert {a: outcomes[(a, "my-firewall-fix-lan-only")].status for a in ASPECTS} == dict.fromkeys(
+        ASPECTS, "passed"
+    )
+
+
+def test_custom_fix_scoped_away_from_the_client_fails_test_fix(
+    outcomes: dict[tuple[str, str], Outcome],
+) -> None:
+    """Scoped to 10.0.0.0/8, the rule no longer admits the client (192.168.56.10)."""
+    assert _failed(outcomes, "my-firewall-fix-wrong-subnet-incomplete") == {"test_fix"}
+    text = outcomes[("test_fix", "my-firewall-fix-wrong-subnet-incomplete")].text
+    assert "host firewall: no rule matches inbound TCP 3389 from 192.168.56.10" in text
+
+
 def test_script_fix_is_skipped_on_sim_with_the_reason(
     outcomes: dict[tuple[str, str], Outcome],
 ) -> None:
@@ -151,7 +170,9 @@ def test_rdplab_run_applies_the_judge_and_the_skip() -> None:
         "my-rdp-fix-incomplete",
         "my-connect-anyway-lowers-security",
         "my-rdp-fix-collateral",
+        "my-firewall-fix-wrong-subnet-incomplete",
     }
+    assert rows["my-firewall-fix-lan-only"]["weakened"] == []
     assert [w["setting"] for w in rows["my-connect-anyway-opted-in"]["weakened"]] == [
         "AuthenticationLevel",
         "SecurityLayer",

@@ -28,7 +28,7 @@ from rdplab.agent import AGENT_DIR, BACKUP_DIR
 from rdplab.agent.assemble import BY_NAME, PARTS, Part, closure
 from rdplab.baselines import build_twin
 from rdplab.ops import REG_TYPES, VOCABULARY
-from rdplab.twin.firewall import MATCH_KEYS, RULE_FIELDS
+from rdplab.twin.firewall import ADDRESS_KEYWORDS, MATCH_KEYS, RULE_FIELDS
 from rdplab.twin.services import START_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -713,6 +713,7 @@ def test_agent_constants_match_the_python_side() -> None:
     assert _ps_strings("StartTypes") == list(START_TYPES)
     assert _ps_strings("RuleFields") == list(RULE_FIELDS)
     assert _ps_strings("MatchKeys") == list(MATCH_KEYS)
+    assert _ps_strings("AddressKeywords") == list(ADDRESS_KEYWORDS)
     assert _ps_ints("HwidBytes") == [mslicensing.HWID_BYTES]
     assert _ps_ints("Protocol") == [1]
 

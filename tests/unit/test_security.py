@@ -149,6 +149,54 @@ def test_firewall_opened_to_more_profiles_is_flagged() -> None:
     assert security.judge_machine("host", _fw(wider), _fw(RD)) == []  # narrower is fine
 
 
+LAN = dict(RD, remote_address=["LocalSubnet"])
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "weaker"),
+    [
+        (LAN, RD, True),  # LocalSubnet -> Any
+        (RD, LAN, False),  # Any -> LocalSubnet: narrower
+        (dict(RD, remote_address=["10.0.0.0/24"]), dict(RD, remote_address=["10.0.0.0/16"]), True),
+        (dict(RD, remote_address=["10.0.0.0/16"]), dict(RD, remote_address=["10.0.0.7"]), False),
+        (
+            dict(RD, remote_address=["10.0.0.1-10.0.0.9"]),
+            dict(RD, remote_address=["10.0.0.2", "10.0.0.3"]),
+            False,
+        ),
+        (
+            dict(RD, remote_address=["10.0.0.0/255.255.255.0"]),
+            dict(RD, remote_address=["10.0.0.0/24", "192.168.1.5"]),  # a wider list
+            True,
+        ),
+        (LAN, dict(RD, remote_address=["LocalSubnet", "10.0.0.5"]), True),
+        (LAN, dict(RD, remote_address=["localsubnet4"]), False),  # the same keyword, IPv4 only
+    ],
+)
+def test_firewall_opened_to_more_remote_addresses_is_flagged(
+    before: dict[str, object], after: dict[str, object], weaker: bool
+) -> None:
+    found = security.judge_machine("host", _fw(before), _fw(after))
+    assert [w.setting for w in found] == (
+        ["firewall: inbound TCP 3389 remote addresses"] if weaker else []
+    ), found
+
+
+def test_remote_address_weakening_names_old_and_new_scope_and_source() -> None:
+    found = security.judge_machine("host", _fw(LAN), _fw(RD))
+    assert [(w.before, w.after) for w in found] == [
+        ("from LocalSubnet on Domain, Private", "from Any on Domain, Private")
+    ]
+    assert "RemoteAddress" in found[0].source and "sources.md s9" in found[0].source
+    # a second allow rule for the port, open to any address, widens it just the same
+    extra = dict(RD, name="my-rdp-any", group="")
+    found = security.judge_machine("host", _fw(LAN), _fw(LAN, extra))
+    assert [w.after for w in found] == ["from Any on Domain, Private"]
+    # a block rule for every address shuts the port: nothing widened
+    block = dict(RD, name="block-rdp", group="", action="Block")
+    assert security.judge_machine("host", _fw(LAN), _fw(RD, block)) == []
+
+
 def test_reads_twin_and_facts_snapshot_shapes_alike() -> None:
     as_list = _fw(RD)
     as_dict = {**as_list, "firewall": {**as_list["firewall"], "rules": {RD["name"]: RD}}}  # type: ignore[dict-item]

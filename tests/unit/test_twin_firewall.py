@@ -3,6 +3,7 @@ and the rule ops (selectors, set, remove, add)."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -174,6 +175,9 @@ def test_port_ranges_and_lists(spec: Any, port: int, hit: bool) -> None:
         ({"name": "x", "direction": "in"}, "direction"),
         ({"name": "x", "direction": "Inbound"}, "direction"),
         ({"name": "x", "action": "Deny"}, "action"),
+        ({"name": "x", "remote_address": "LocalNet"}, "remote_address 'LocalNet'"),
+        ({"name": "x", "remote_address": "10.0.0.9-10.0.0.1"}, "remote_address"),
+        ({"name": "x", "remote_address": ["10.0.0.0/33"]}, "remote_address"),
     ],
 )
 def test_rule_from_json_rejects(data: dict[str, Any], message: str) -> None:
@@ -181,8 +185,63 @@ def test_rule_from_json_rejects(data: dict[str, Any], message: str) -> None:
         Rule.from_json(data)
 
 
+LAB = ipaddress.ip_network("192.168.56.0/24")
+
+
+@pytest.mark.parametrize(
+    ("scope", "peer", "hit"),
+    [
+        (None, "203.0.113.7", True),  # the default: Any
+        ("*", "203.0.113.7", True),
+        ("LocalSubnet", "192.168.56.10", True),
+        ("LocalSubnet", "192.168.57.10", False),
+        ("localsubnet4", "192.168.56.10", True),
+        ("192.168.56.10", "192.168.56.10", True),
+        ("192.168.56.10", "192.168.56.11", False),
+        ("10.0.0.0/8,192.168.56.0/255.255.255.0", "192.168.56.99", True),
+        ("192.168.56.1-192.168.56.9", "192.168.56.10", False),
+        ("192.168.56.1-192.168.56.9", "192.168.56.9", True),
+        (["DNS", "DefaultGateway"], "192.168.56.10", False),  # not modelled: never a twin peer
+        ("fe80::/64", "192.168.56.10", False),
+    ],
+)
+def test_remote_address_scope(scope: Any, peer: str, hit: bool) -> None:
+    rule = {**ALLOW_RDP, "remote_address": scope}
+    verdict = fw(rule).evaluate("In", "TCP", 3389, SVCHOST, peer=peer, local_subnet=LAB)
+    assert verdict.allowed is hit
+    # without a peer, address scoping is not evaluated (facts-based detectors)
+    assert fw(rule).evaluate("In", "TCP", 3389, SVCHOST).allowed
+
+
+def test_remote_address_scoped_block_spares_other_peers() -> None:
+    block = {**BLOCK_RDP, "remote_address": "192.168.56.66"}
+    firewall = fw(ALLOW_RDP, block)
+    assert not firewall.evaluate("In", "TCP", 3389, SVCHOST, peer="192.168.56.66").allowed
+    assert firewall.evaluate("In", "TCP", 3389, SVCHOST, peer="192.168.56.10").allowed
+
+
+def test_admitted_scope() -> None:
+    lan = {**ALLOW_RDP, "remote_address": "LocalSubnet"}
+    assert fw(lan).admitted("In", "TCP", 3389, SVCHOST) == ["LocalSubnet"]
+    assert fw(lan, {**lan, "name": "b", "remote_address": "10.0.0.1"}).admitted(
+        "In", "TCP", 3389, SVCHOST
+    ) == ["LocalSubnet", "10.0.0.1"]
+    assert fw(lan, {**ALLOW_RDP, "name": "c"}).admitted("In", "TCP", 3389, SVCHOST) == ["Any"]
+    assert fw(lan, BLOCK_RDP).admitted("In", "TCP", 3389, SVCHOST) == []
+    assert fw().admitted("In", "TCP", 3389) == []
+    assert fw(Private={"enabled": False}).admitted("In", "TCP", 3389) == ["Any"]
+
+
 def test_rule_round_trips_through_json() -> None:
-    rule = Rule.from_json({**ALLOW_RDP, "profiles": "Domain,Private", "local_port": "1-2,5"})
+    rule = Rule.from_json(
+        {
+            **ALLOW_RDP,
+            "profiles": "Domain,Private",
+            "local_port": "1-2,5",
+            "remote_address": "LocalSubnet,10.0.0.0/24",
+        }
+    )
+    assert rule.remote_address == ["LocalSubnet", "10.0.0.0/24"]
     assert Rule.from_json(rule.to_json()) == rule
     assert rule.display_name == "AllowRdp"  # defaults to the name
 

@@ -56,7 +56,9 @@ $script:HwidBytes = 20
 $script:RegTypes = @('REG_SZ', 'REG_EXPAND_SZ', 'REG_DWORD', 'REG_QWORD', 'REG_MULTI_SZ', 'REG_BINARY')
 $script:StartTypes = @('Automatic', 'Manual', 'Disabled')
 $script:RuleFields = @('name', 'display_name', 'group', 'direction', 'action', 'protocol',
-    'local_port', 'remote_port', 'program', 'profiles', 'enabled', 'store')
+    'local_port', 'remote_port', 'program', 'profiles', 'enabled', 'store', 'remote_address')
+$script:AddressKeywords = @('LocalSubnet', 'DNS', 'DHCP', 'WINS', 'DefaultGateway', 'Internet', 'Intranet',
+    'IntranetRemoteAccess', 'PlayToDevice', 'CaptivePortal')
 $script:MatchKeys = @('name', 'group', 'direction', 'action', 'protocol', 'local_port', 'remote_port')
 $script:HostsPath = Join-Path $env:SystemRoot 'System32\drivers\etc\hosts'
 
@@ -758,6 +760,7 @@ function Invoke-OpRegRestore {
 # NetSecurity cmdlets; filters are joined to rules by InstanceID.
 # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallrule
 # https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewallportfilter
+# https://learn.microsoft.com/en-us/powershell/module/netsecurity/get-netfirewalladdressfilter
 
 # BEGIN OP TABLE
 $script:OpTable['fw.rule.add'] = @{ Fn = 'Invoke-OpFwRuleAdd'; Args = 'rule:dict' }
@@ -778,6 +781,77 @@ function Get-PortList {
         return , [object[]]@($Value.Split(',') | ForEach-Object { $_.Trim() } | Where-Object { $_ -ne '' })
     }
     return , [object[]]@($Value | ForEach-Object { [string]$_ })
+}
+
+function Get-AddressList {
+    # The twin's addresses: None/""/"Any"/"*" -> ["Any"]; "a,b" or a list -> strings.
+    param($Value)
+    $list = Get-PortList $Value
+    foreach ($a in $list) { if ([string]$a -eq 'Any' -or [string]$a -eq '*') { return , [object[]]@('Any') } }
+    return $list
+}
+
+function ConvertTo-IpAddress {
+    # An IPv4 address in dotted quads or an IPv6 address, else $null ([IPAddress]::TryParse
+    # alone also takes "10.1" or "12345", which the twin's ipaddress module refuses).
+    param([string]$Text)
+    $ip = $null
+    if ($Text -notmatch '^\d{1,3}(\.\d{1,3}){3}$' -and $Text -notmatch ':') { return $null }
+    if (-not [System.Net.IPAddress]::TryParse($Text, [ref]$ip)) { return $null }
+    return $ip
+}
+
+function Get-AddressBits {
+    # The address as a string of bits, for comparing and masking.
+    param($Ip)
+    return ((@($Ip.GetAddressBytes()) | ForEach-Object { [Convert]::ToString([int]$_, 2).PadLeft(8, '0') }) -join '')
+}
+
+function ConvertTo-AddressKey {
+    # The twin's check_address: Any, a keyword (optionally ending in 4 or 6), an address, a
+    # subnet by prefix or mask, or a "first-last" range; $null for anything else. The key is
+    # the canonical form (keywords spelled as listed, subnets by prefix), so a rule read back
+    # with a mask compares equal to a definition with a prefix.
+    param([string]$Item)
+    if ($Item -eq 'Any') { return 'Any' }
+    foreach ($k in $script:AddressKeywords) {
+        foreach ($suffix in @('', '4', '6')) { if ($Item -ieq ($k + $suffix)) { return ($k + $suffix) } }
+    }
+    $m = [regex]::Match($Item, '^([^/-]+)-([^/-]+)$')
+    if ($m.Success) {
+        $first = ConvertTo-IpAddress $m.Groups[1].Value.Trim()
+        $last = ConvertTo-IpAddress $m.Groups[2].Value.Trim()
+        if ($null -eq $first -or $null -eq $last -or $first.AddressFamily -ne $last.AddressFamily) { return $null }
+        if ([string]::CompareOrdinal((Get-AddressBits $first), (Get-AddressBits $last)) -gt 0) { return $null }
+        return ('{0}-{1}' -f $first, $last)
+    }
+    $m = [regex]::Match($Item, '^([^/]+)/([^/]+)$')
+    if (-not $m.Success) {
+        $ip = ConvertTo-IpAddress $Item
+        if ($null -eq $ip) { return $null }
+        return [string]$ip
+    }
+    $ip = ConvertTo-IpAddress $m.Groups[1].Value
+    if ($null -eq $ip) { return $null }
+    $width = 8 * @($ip.GetAddressBytes()).Count
+    $suffix = $m.Groups[2].Value
+    if ($suffix -match '^\d{1,3}$') {
+        $prefix = [int]$suffix
+    } else {
+        $mask = ConvertTo-IpAddress $suffix
+        if ($null -eq $mask -or $width -ne 32 -or $mask.AddressFamily -ne $ip.AddressFamily) { return $null }
+        $bits = Get-AddressBits $mask
+        if ($bits -notmatch '^1*0*$') { return $null }
+        $prefix = $bits.TrimEnd('0').Length
+    }
+    if ($prefix -gt $width) { return $null }
+    return ('{0}/{1}' -f $ip, $prefix)
+}
+
+function Get-AddressKey {
+    # A rule's remote addresses in canonical form, for comparing definitions.
+    param($Addresses)
+    return ((@($Addresses) | ForEach-Object { $k = ConvertTo-AddressKey ([string]$_); if ($null -eq $k) { [string]$_ } else { $k } }) -join ',')
 }
 
 function Get-SelectorPorts {
@@ -835,7 +909,7 @@ function Get-GroupQuery {
 
 function ConvertTo-RuleJson {
     # A NetFirewallRule and its filters in the twin's Rule.to_json shape.
-    param($Rule, $PortFilter, $AppFilter)
+    param($Rule, $PortFilter, $AppFilter, $AddressFilter)
     $r = New-Dict
     $r['name'] = [string]$Rule.Name
     $r['display_name'] = [string]$Rule.DisplayName
@@ -859,6 +933,8 @@ function ConvertTo-RuleJson {
     $r['enabled'] = ([string]$Rule.Enabled -eq 'True')
     # Where the rule comes from: the machine's own store, or Group Policy (an ActiveStore read).
     $source = [string]$Rule.PolicyStoreSourceType
+    $r['remote_address'] = [object[]]@('Any')
+    if ($null -ne $AddressFilter) { $r['remote_address'] = Get-AddressList (@($AddressFilter.RemoteAddress) -join ',') }
     $r['store'] = 'local'
     if ($source -eq 'GroupPolicy') { $r['store'] = 'gpo' } elseif ($source -ne '' -and $source -ne 'Local') { $r['store'] = $source.ToLowerInvariant() }
     return $r
@@ -884,20 +960,23 @@ function Get-FwRules {
     }
     $ports = @{}
     $apps = @{}
+    $addrs = @{}
     if ($rules.Count -gt 20) {
         foreach ($f in @(Get-NetFirewallPortFilter -All @store -ErrorAction Stop)) { $ports[[string]$f.InstanceID] = $f }
         foreach ($f in @(Get-NetFirewallApplicationFilter -All @store -ErrorAction Stop)) { $apps[[string]$f.InstanceID] = $f }
+        foreach ($f in @(Get-NetFirewallAddressFilter -All @store -ErrorAction Stop)) { $addrs[[string]$f.InstanceID] = $f }
     } else {
         foreach ($rule in $rules) {
             $ports[[string]$rule.InstanceID] = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop
             $apps[[string]$rule.InstanceID] = Get-NetFirewallApplicationFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop
+            $addrs[[string]$rule.InstanceID] = Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $rule -ErrorAction Stop
         }
     }
     $out = New-Object System.Collections.Generic.List[object]
     foreach ($rule in $rules) {
         $id = [string]$rule.InstanceID
         $entry = New-Dict
-        $entry['Json'] = ConvertTo-RuleJson $rule $ports[$id] $apps[$id]
+        $entry['Json'] = ConvertTo-RuleJson $rule $ports[$id] $apps[$id] $addrs[$id]
         $entry['Group'] = [string]$rule.Group
         $out.Add($entry)
     }
@@ -979,8 +1058,14 @@ function ConvertTo-RuleSpec {
     if ($Data.Contains('enabled')) { $r['enabled'] = [bool]$Data['enabled'] }
     $r['store'] = 'local'
     if ($Data.Contains('store')) { $r['store'] = Format-PyStr $Data['store'] }
+    $r['remote_address'] = Get-AddressList (Get-Arg $Data 'remote_address')
     if ($r['direction'] -cne 'In' -and $r['direction'] -cne 'Out') { Stop-Op ('firewall rule {0}: direction must be In or Out' -f $r['name']) }
     if ($r['action'] -cne 'Allow' -and $r['action'] -cne 'Block') { Stop-Op ('firewall rule {0}: action must be Allow or Block' -f $r['name']) }
+    foreach ($a in $r['remote_address']) {
+        if ($null -eq (ConvertTo-AddressKey ([string]$a))) {
+            Stop-Op ('firewall rule {0}: remote_address {1} is not an address, subnet, range or keyword ({2})' -f $r['name'], (Format-Repr ([string]$a)), ($script:AddressKeywords -join ', '))
+        }
+    }
     foreach ($proto in @('TCP', 'UDP', 'Any')) { if ($r['protocol'] -eq $proto) { $r['protocol'] = $proto } }
     if ($r['store'] -cne 'local') {
         Stop-Op ('firewall rule {0}: rules are added to the local store; a rule of store {1} is made where that store is kept (a GPO)' -f $r['name'], (Format-Repr $r['store']))
@@ -1003,6 +1088,7 @@ function Test-RuleEqual {
     if ([bool]$A['enabled'] -ne [bool]$B['enabled']) { return $false }
     if ((@($A['local_port']) -join ',') -cne (@($B['local_port']) -join ',')) { return $false }
     if ((@($A['remote_port']) -join ',') -cne (@($B['remote_port']) -join ',')) { return $false }
+    if ((Get-AddressKey $A['remote_address']) -ne (Get-AddressKey $B['remote_address'])) { return $false }
     return ((Get-ProfileKey $A['profiles']) -eq (Get-ProfileKey $B['profiles']))
 }
 
@@ -1015,13 +1101,14 @@ function New-FwRule {
     $enabled = 'False'
     if ($Spec['enabled']) { $enabled = 'True' }
     $params = @{
-        Name        = $Spec['name']
-        DisplayName = $Spec['display_name']
-        Direction   = $direction
-        Action      = $Spec['action']
-        Enabled     = $enabled
-        Profile     = (@($Spec['profiles']) -join ',')
-        Program     = $Spec['program']
+        Name          = $Spec['name']
+        DisplayName   = $Spec['display_name']
+        Direction     = $direction
+        Action        = $Spec['action']
+        Enabled       = $enabled
+        Profile       = (@($Spec['profiles']) -join ',')
+        Program       = $Spec['program']
+        RemoteAddress = [string[]]@($Spec['remote_address'])
     }
     if ($Group -ne '') {
         $known = Get-GroupQuery $Group  # a Remote Desktop group joins by its resource id
@@ -1062,6 +1149,7 @@ function Set-FwRuleDefinition {
         Profile        = (@($Spec['profiles']) -join ',')
         Program        = $Spec['program']
         Protocol       = $Spec['protocol']
+        RemoteAddress  = [string[]]@($Spec['remote_address'])
     }
     if ($Spec['protocol'] -eq 'TCP' -or $Spec['protocol'] -eq 'UDP') {
         $params['LocalPort'] = [string[]]@($Spec['local_port'])

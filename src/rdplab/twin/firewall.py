@@ -4,11 +4,17 @@ Evaluation as Microsoft Learn describes it ("Windows Firewall rules", see
 docs/sources.md): each profile is enabled and configured on its own; a rule applies only
 to the profiles it lists; a matching block rule beats a matching allow rule; with no
 matching rule the profile's default action for that direction applies.
+
+A rule's remote address scope (``RemoteAddress`` of New-NetFirewallRule and
+Get-NetFirewallAddressFilter, docs/sources.md s9) is ``Any`` or a list of addresses,
+subnets (prefix or mask), ranges ("a-b") and keywords (LocalSubnet, DNS, DHCP, ...); a rule
+applies only to a peer inside it.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +34,7 @@ RULE_FIELDS = (
     "profiles",
     "enabled",
     "store",
+    "remote_address",
 )
 # Where a rule comes from (Get-NetFirewallRule -PolicyStore ActiveStore, PolicyStoreSourceType):
 # "local" (the machine's own PersistentStore) or "gpo" (Group Policy); ops change local rules
@@ -58,6 +65,102 @@ def _expand(value: Any) -> list[int]:
             raise OpError(f"firewall selector: {p!r} is not a port, list or range")
         out.extend(range(int(lo), int(hi or lo) + 1))
     return out
+
+
+#: RemoteAddress keywords (Set-NetFirewallRule -RemoteAddress; each may end in 4 or 6 to
+#: keep to one IP version). Only LocalSubnet names peers the twin can place; the others name
+#: infrastructure (DNS, DHCP, WINS servers, the gateway) or network classes the twin does
+#: not model, so a twin peer never falls in them.
+ADDRESS_KEYWORDS = (
+    "LocalSubnet",
+    "DNS",
+    "DHCP",
+    "WINS",
+    "DefaultGateway",
+    "Internet",
+    "Intranet",
+    "IntranetRemoteAccess",
+    "PlayToDevice",
+    "CaptivePortal",
+)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _keyword(item: str) -> str | None:
+    """The canonical keyword an address item names (LocalSubnet4 -> LocalSubnet), or None."""
+    low = item.lower()
+    for k in ADDRESS_KEYWORDS:
+        if low in (k.lower(), k.lower() + "4", k.lower() + "6"):
+            return k
+    return None
+
+
+def _networks(item: str) -> list[Network] | None:
+    """The IP networks an address, subnet ("a/24", "a/255.255.255.0") or range ("a-b")
+    covers; None for anything else."""
+    try:
+        lo, dash, hi = item.partition("-")
+        if dash:
+            first, last = ipaddress.ip_address(lo.strip()), ipaddress.ip_address(hi.strip())
+            if first.version != last.version or int(first) > int(last):
+                return None
+            return list(ipaddress.summarize_address_range(first, last))
+        return [ipaddress.ip_network(item, strict=False)]
+    except ValueError:
+        return None
+
+
+def addresses(value: Any) -> list[str]:
+    """A RemoteAddress value as a list: None/""/"Any"/"*" -> ["Any"], "a,b" -> ["a", "b"]."""
+    items = _ports(value)
+    if any(i in ("Any", "*") or i.lower() == "any" for i in items):
+        return ["Any"]
+    return items
+
+
+def check_address(rule: str, item: str) -> None:
+    """Refuse what New-NetFirewallRule refuses: an item that is no address, subnet, range or
+    keyword."""
+    if item != "Any" and _keyword(item) is None and _networks(item) is None:
+        raise OpError(
+            f"firewall rule {rule}: remote_address {item!r} is not an address, subnet, range"
+            f" or keyword ({', '.join(ADDRESS_KEYWORDS)})"
+        )
+
+
+def address_matches(scope: list[str], peer: str, local_subnet: Network | None = None) -> bool:
+    """Is ``peer`` inside a remote address scope? ``local_subnet``: the subnet the machine
+    is on, for the LocalSubnet keyword."""
+    address = ipaddress.ip_address(peer)
+    for item in scope:
+        if item == "Any":
+            return True
+        if _keyword(item) == "LocalSubnet":
+            if local_subnet is not None and address in local_subnet:
+                return True
+            continue
+        if any(address in net for net in _networks(item) or []):
+            return True
+    return False
+
+
+def address_covers(scope: list[str], item: str) -> bool:
+    """Does ``scope`` admit every peer ``item`` admits? Keywords cover only themselves (which
+    peers they name depends on the machine), "Any" covers everything and is covered only by
+    "Any"; addresses, subnets and ranges cover by containment."""
+    if "Any" in scope:
+        return True
+    if item == "Any":
+        return False
+    kw = _keyword(item)
+    if kw is not None:
+        return any(_keyword(s) == kw for s in scope)
+    nets = _networks(item) or []
+    have = [n for s in scope for n in (_networks(s) or [])]
+    return bool(nets) and all(
+        any(n.version == h.version and n.subnet_of(h) for h in have)  # type: ignore[arg-type]
+        for n in nets
+    )
 
 
 MAX_PORT = 65535  # TCP and UDP ports are 16-bit numbers (RFC 9293 section 3.1, RFC 768)
@@ -102,6 +205,7 @@ class Rule:
     profiles: list[str] = field(default_factory=lambda: ["Any"])
     enabled: bool = True
     store: str = LOCAL_STORE
+    remote_address: list[str] = field(default_factory=lambda: ["Any"])
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Rule:
@@ -123,6 +227,7 @@ class Rule:
             profiles=_ports(data.get("profiles")),
             enabled=bool(data.get("enabled", True)),
             store=str(data.get("store", LOCAL_STORE)),
+            remote_address=addresses(data.get("remote_address")),
         )
         if rule.direction not in ("In", "Out"):
             raise OpError(f"firewall rule {rule.name}: direction must be In or Out")
@@ -130,6 +235,8 @@ class Rule:
             raise OpError(f"firewall rule {rule.name}: action must be Allow or Block")
         for p in (*rule.local_port, *rule.remote_port):
             _check_port(rule.name, p)
+        for a in rule.remote_address:
+            check_address(rule.name, a)
         return rule
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +253,7 @@ class Rule:
             "profiles": list(self.profiles),
             "enabled": self.enabled,
             "store": self.store,
+            "remote_address": list(self.remote_address),
         }
 
     def matches(self, selector: dict[str, Any]) -> bool:
@@ -161,7 +269,14 @@ class Rule:
         return True
 
     def applies(
-        self, direction: str, protocol: str, port: int, profile: str, program: str | None = None
+        self,
+        direction: str,
+        protocol: str,
+        port: int,
+        profile: str,
+        program: str | None = None,
+        peer: str | None = None,
+        local_subnet: Network | None = None,
     ) -> bool:
         if not self.enabled or self.direction != direction:
             return False
@@ -174,6 +289,8 @@ class Rule:
         if self.protocol not in ("Any", protocol):
             return False
         if "Any" not in self.profiles and profile not in self.profiles:
+            return False
+        if peer is not None and not address_matches(self.remote_address, peer, local_subnet):
             return False
         ports = self.local_port if direction == "In" else self.remote_port
         return port_matches(ports, port)
@@ -202,19 +319,29 @@ class Firewall:
         self.active_profile = active_profile
 
     def evaluate(
-        self, direction: str, protocol: str, port: int, program: str | None = None
+        self,
+        direction: str,
+        protocol: str,
+        port: int,
+        program: str | None = None,
+        peer: str | None = None,
+        local_subnet: Network | None = None,
     ) -> Verdict:
         """Would a packet on the active profile pass? Block beats allow.
 
         ``program`` is the process that owns the local socket; a rule scoped to another
-        program does not apply (None: ignore program scoping)."""
+        program does not apply (None: ignore program scoping). ``peer`` is the remote
+        address; a rule whose remote address scope leaves it out does not apply (None:
+        ignore address scoping); ``local_subnet`` places LocalSubnet."""
         profile = self.profiles[self.active_profile]
         if not profile.enabled:
             return Verdict(True, f"{self.active_profile} profile firewall is off", [])
         matching = [
             r
             for r in self.rules
-            if r.applies(direction, protocol, port, self.active_profile, program)
+            if r.applies(
+                direction, protocol, port, self.active_profile, program, peer, local_subnet
+            )
         ]
         blocks = [r.name for r in matching if r.action == "Block"]
         if blocks:
@@ -225,10 +352,36 @@ class Firewall:
         default = profile.default_inbound if direction == "In" else profile.default_outbound
         return Verdict(
             default == "Allow",
-            f"no rule matches {direction.lower()}bound {protocol} {port}; "
+            f"no rule matches {direction.lower()}bound {protocol} {port}"
+            f"{f' from {peer}' if peer is not None else ''}; "
             f"{self.active_profile} profile default is {default}",
             [],
         )
+
+    def admitted(
+        self, direction: str, protocol: str, port: int, program: str | None = None
+    ) -> list[str]:
+        """The remote address scope a packet on the active profile passes from: ["Any"] with
+        the profile's firewall off or a default of Allow, [] when a block rule for every
+        address matches or nothing allows, else the allow rules' scopes together. A block
+        rule scoped to some addresses narrows what passes; it is left out here, so the
+        answer is the widest scope the allow rules open."""
+        profile = self.profiles[self.active_profile]
+        if not profile.enabled:
+            return ["Any"]
+        matching = [
+            r
+            for r in self.rules
+            if r.applies(direction, protocol, port, self.active_profile, program)
+        ]
+        if any(r.action == "Block" and r.remote_address == ["Any"] for r in matching):
+            return []
+        default = profile.default_inbound if direction == "In" else profile.default_outbound
+        scope: list[str] = ["Any"] if default == "Allow" else []
+        for r in matching:
+            if r.action == "Allow":
+                scope.extend(a for a in r.remote_address if a not in scope)
+        return ["Any"] if "Any" in scope else scope
 
     # -- ops --------------------------------------------------------------------------------
     def add(self, data: dict[str, Any]) -> bool:

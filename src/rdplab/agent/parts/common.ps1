@@ -44,7 +44,9 @@ $script:HwidBytes = 20
 $script:RegTypes = @('REG_SZ', 'REG_EXPAND_SZ', 'REG_DWORD', 'REG_QWORD', 'REG_MULTI_SZ', 'REG_BINARY')
 $script:StartTypes = @('Automatic', 'Manual', 'Disabled')
 $script:RuleFields = @('name', 'display_name', 'group', 'direction', 'action', 'protocol',
-    'local_port', 'remote_port', 'program', 'profiles', 'enabled', 'store')
+    'local_port', 'remote_port', 'program', 'profiles', 'enabled', 'store', 'remote_address')
+$script:AddressKeywords = @('LocalSubnet', 'DNS', 'DHCP', 'WINS', 'DefaultGateway', 'Internet', 'Intranet',
+    'IntranetRemoteAccess', 'PlayToDevice', 'CaptivePortal')
 $script:MatchKeys = @('name', 'group', 'direction', 'action', 'protocol', 'local_port', 'remote_port')
 $script:HostsPath = Join-Path $env:SystemRoot 'System32\drivers\etc\hosts'
 
