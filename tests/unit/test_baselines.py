@@ -134,9 +134,9 @@ def test_minimal_baseline_is_valid(tmp_path: Path) -> None:
         ),
         (
             'local_port: "5985",',
-            'local_port: "5985", remote_address: Any,',
+            'local_port: "5985", local_address: Any,',
             "firewall",
-            "unknown field(s) ['remote_address']",
+            "unknown field(s) ['local_address']",
             "firewall:",
         ),
         (
