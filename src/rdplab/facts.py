@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdplab import mslicensing, policy
 from rdplab import windows as win
 from rdplab.errors import BackendError
 from rdplab.twin.firewall import Firewall, Rule, Verdict
+
+if TYPE_CHECKING:
+    from rdplab.network import Network
 
 _SECTIONS = {
     "computer": dict,
@@ -103,8 +106,14 @@ class Facts:
     def fw_rules(self, **match: Any) -> list[Rule]:
         return [r for r in self.firewall.rules if r.matches(match)]
 
-    def inbound(self, port: int, program: str | None = None) -> Verdict:
-        return self.firewall.evaluate("In", "TCP", port, program)
+    def inbound(self, port: int, program: str | None = None, net: Network | None = None) -> Verdict:
+        """Would inbound TCP ``port`` pass? With ``net``, from the lab's client address (rules
+        scoped by RemoteAddress apply as Windows applies them); without, scopes are ignored."""
+        if net is None:
+            return self.firewall.evaluate("In", "TCP", port, program)
+        return self.firewall.evaluate(
+            "In", "TCP", port, program, peer=net.client_address, local_subnet=net.subnet
+        )
 
     def outbound(self, port: int) -> Verdict:
         return self.firewall.evaluate("Out", "TCP", port)

@@ -18,6 +18,7 @@ from rdplab.catalog.base import DetectContext, Fault, Placement
 from rdplab.facts import Facts
 from rdplab.network import Network
 from rdplab.ops import BatchResult, Op, render_op
+from rdplab.scenario import gather_args
 from rdplab.twin import Twin
 
 CLIENT_BASELINE = "windows-11"
@@ -92,15 +93,17 @@ def apply_ok() -> ApplyOk:
 
 @pytest.fixture
 def contextualize(net: Network) -> Contextualize:
-    """Gather both twins the way the scenario runner does (host first, then the client
-    with the host's CRL locations as probes) and wrap the facts for detectors."""
+    """Gather both twins the way the scenario runner does (host first, then the client,
+    each with what the faults ask for: ``scenario.gather_args``) and wrap the facts for
+    detectors."""
 
     def ctx(client: Twin, host: Twin, network: Network | None = None) -> DetectContext:
-        host_facts = Facts.parse("host", host.gather())
+        n = network or net
+        host_facts = Facts.parse("host", host.gather(gather_args("host", n, {})))
         client_facts = Facts.parse(
-            "client", client.gather({"probe_urls": revocation.probe_urls(host_facts.raw)})
+            "client", client.gather(gather_args("client", n, {"host": host_facts}))
         )
-        return DetectContext(client_facts, host_facts, network or net)
+        return DetectContext(client_facts, host_facts, n)
 
     return ctx
 

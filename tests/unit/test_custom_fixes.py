@@ -127,10 +127,12 @@ def test_custom_fix_narrowing_firewall_remote_addresses_is_no_weakening(
 def test_custom_fix_scoped_away_from_the_client_fails_test_fix(
     outcomes: dict[tuple[str, str], Outcome],
 ) -> None:
-    """Scoped to 10.0.0.0/8, the rule no longer admits the client (192.168.56.10)."""
+    """Scoped to 10.0.0.0/8, the rule no longer admits the client (192.168.56.10): the
+    detector still finds the fault after the fix and names the scope that leaves it out."""
     assert _failed(outcomes, "my-firewall-fix-wrong-subnet-incomplete") == {"test_fix"}
     text = outcomes[("test_fix", "my-firewall-fix-wrong-subnet-incomplete")].text
-    assert "host firewall: no rule matches inbound TCP 3389 from 192.168.56.10" in text
+    assert "still found after the fix" in text
+    assert "for the client 192.168.56.10: its rule scope leaves it out" in text
 
 
 def test_script_fix_is_skipped_on_sim_with_the_reason(

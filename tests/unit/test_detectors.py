@@ -683,3 +683,31 @@ def test_firewall_blocked_by_group_policy_says_change_the_gpo(
     host.firewall.rules[-1].store = "local"
     (f,) = firewall_blocked.detect(contextualize(client, host))
     assert "Group Policy" not in f.summary and "group_policy_rules" not in f.evidence
+
+
+@pytest.mark.parametrize(
+    ("scope", "found"),
+    [(["LocalSubnet"], False), (["192.168.56.10"], False), (["10.0.0.0/8"], True)],
+)
+def test_firewall_rule_scoped_away_from_the_client_is_found(
+    make_twin: Callable[..., Twin],
+    contextualize: Callable[..., DetectContext],
+    scope: list[str],
+    found: bool,
+) -> None:
+    """The detector judges the host's rules from the lab client's address, as Windows
+    applies a rule's RemoteAddress scope: a Remote Desktop rule scoped to a subnet the
+    client is not on blocks it as surely as a disabled rule."""
+    client, host = make_twin("windows-11", "CLIENT"), make_twin("windows-server-2022", "HOST")
+    rule = {
+        "name": "RemoteDesktop-UserMode-In-TCP",
+        "display_name": "Remote Desktop - User Mode (TCP-In)",
+        "group": "Remote Desktop",
+        "local_port": "3389",
+        "program": "%SystemRoot%\\system32\\svchost.exe",
+        "remote_address": scope,
+    }
+    result = host.apply([Op("fw.rule.add", {"rule": rule})])
+    assert not result.errors, [r.to_json() for r in result.errors]
+    findings = cat.get("firewall-blocked").detect(contextualize(client, host))
+    assert bool(findings) is found, findings

@@ -20,7 +20,7 @@ from rdplab.catalog.base import (
     finding,
     op,
 )
-from rdplab.twin.firewall import GPO_STORE
+from rdplab.twin.firewall import GPO_STORE, address_matches, port_matches
 
 ID = "firewall-blocked"
 BLOCK_RULE = "rdplab-Block-RDP-In"
@@ -30,7 +30,7 @@ GPO_ADVICE = "blocked by Group Policy: change the GPO, not the machine"
 
 
 def detect(ctx: DetectContext) -> list[Finding]:
-    verdict = ctx.host.inbound(ctx.net.port, win.TS_PROGRAM)
+    verdict = ctx.host.inbound(ctx.net.port, win.TS_PROGRAM, ctx.net)
     if verdict.allowed:
         return []
     rd_rules = ctx.host.fw_rules(group=win.RD_GROUP)
@@ -49,6 +49,21 @@ def detect(ctx: DetectContext) -> list[Finding]:
         f"inbound TCP {ctx.net.port} is blocked on the {ctx.host.firewall.active_profile} profile"
     )
     extra: dict[str, object] = {}
+    # Enabled Remote Desktop rules whose RemoteAddress scope leaves the client out (Windows
+    # applies a rule only to the remote addresses it lists: New-NetFirewallRule, sources s9).
+    scoped_out = {
+        r.name: r.remote_address
+        for r in rd_rules
+        if r.enabled
+        and r.direction == "In"
+        and r.protocol in ("Any", "TCP")
+        and port_matches(r.local_port, ctx.net.port)
+        and not address_matches(r.remote_address, ctx.net.client_address, ctx.net.subnet)
+    }
+    if scoped_out:
+        summary += f" for the client {ctx.net.client_address}: its rule scope leaves it out"
+        extra["client_address"] = ctx.net.client_address
+        extra["rd_rules_scoped_out"] = scoped_out
     if by_policy:
         summary += f"; {GPO_ADVICE}"
         extra["group_policy_rules"] = by_policy

@@ -27,7 +27,7 @@ PORTS = ",".join(str(p) for p in win.WEBSOCKET_PORTS)
 
 def detect(ctx: DetectContext) -> list[Finding]:
     found = []
-    host_blocked = {p: ctx.host.inbound(p, win.WS_PROGRAM) for p in win.WEBSOCKET_PORTS}
+    host_blocked = {p: ctx.host.inbound(p, win.WS_PROGRAM, ctx.net) for p in win.WEBSOCKET_PORTS}
     if any(not v.allowed for v in host_blocked.values()):
         found.append(
             finding(
