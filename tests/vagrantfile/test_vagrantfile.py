@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
+from rdplab import workers as workers_mod
 from rdplab.agent import AGENT_DIR
 from rdplab.lab import load_lab
 
@@ -347,7 +348,12 @@ def test_validate_fails_on_a_missing_provision_script(vagrant: Vagrant, tmp_path
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("RDPLAB_HOST_VARIANT", "bogus"), ("RDPLAB_MEMORY", "lots"), ("RDPLAB_CPUS", "0")],
+    [
+        ("RDPLAB_HOST_VARIANT", "bogus"),
+        ("RDPLAB_MEMORY", "lots"),
+        ("RDPLAB_CPUS", "0"),
+        ("RDPLAB_WORKER", "8"),
+    ],
 )
 def test_bad_settings_fail_with_their_name(
     vagrant: Vagrant, project: Path, home: Path, name: str, value: str
@@ -658,6 +664,78 @@ def test_box_vagrantfile_does_not_move_the_ports(
     assert fw == {"winrm": 45985, "winrm-ssl": 45986, "rdp": 43389, "ssh": 45022}
     assert _vbox_resources(host) == (4096, 2)
     assert host["provider"]["errors"] == []
+
+
+# -- one client/host pair per pytest-xdist worker (docs/scale.md) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def pair_dumps(vagrant: Vagrant, project: Path, home: Path) -> Callable[[int], Dump]:
+    """The Vagrantfile as worker ``N``'s vagrant commands load it (``RDPLAB_WORKER=N``)."""
+    cache: dict[int, Dump] = {}
+
+    def get(worker: int) -> Dump:
+        if worker not in cache:
+            cache[worker] = vagrant.dump(project, home, {"RDPLAB_WORKER": str(worker)})
+        return cache[worker]
+
+    return get
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_worker_pairs_coexist(pair_dumps: Callable[[int], Dump], workers: int) -> None:
+    """N workers' pairs on one hypervisor: machine names, VM names, private addresses and
+    forwarded ports all distinct, and each pair where rdplab.workers says it is."""
+    base = {"host": (45985, 45986, 43389, 45022), "client": (46985, 46986, 44389, 46022)}
+    for provider in PROVIDERS:
+        seen: dict[str, set[Any]] = {"vm": set(), "hv": set(), "ip": set(), "port": set()}
+        for w in range(workers):
+            doc = pair_dumps(w)
+            names = workers_mod.vagrant_machines(w)
+            assert sorted(doc["machine_names"]) == sorted(names.values())
+            assert doc["primary"] == names["host"]
+            net = workers_mod.worker_network(load_lab(LAB_FILE).scenarios[0].network, w)
+            for role, vm in names.items():
+                m = doc["machines"][vm][provider]
+                assert m["hostname"] == role  # the guest's own name stays the lab's
+                private = [n["ip"] for n in m["networks"] if n["type"] == "private_network"]
+                assert private == [getattr(net, f"{role}_address")]
+                ports = {f["id"]: f["host"] for f in forwards(m)}
+                order = ("winrm", "winrm-ssl", "rdp", "ssh")
+                assert tuple(ports[i] for i in order) == tuple(
+                    workers_mod.shift_port(p, w) for p in base[role]
+                )
+                s = m["provider"]["settings"]
+                vm_name = s.get("name") or s.get("vmname")
+                for key, values in (("vm", [vm]), ("ip", private), ("port", ports.values())):
+                    for v in values:
+                        assert v not in seen[key], f"{provider}: worker {w} reuses {key} {v}"
+                        seen[key].add(v)
+                if vm_name:  # VirtualBox and Hyper-V names (libvirt: the plugin's own)
+                    assert vm_name == f"rdplab-{vm}" and vm_name not in seen["hv"]
+                    seen["hv"].add(vm_name)
+                args = provisioner(m, "baseline")["args"]
+                assert args[args.index("-Role") + 1] == role
+                assert args[args.index("-DnsServer") + 1] == net.host_address
+                if role == "host":
+                    records = args[args.index("-ZoneRecords") + 1].split(",")
+                    zone = {f"{r.split('=')[0]}.rdplab.test": r.split("=")[1] for r in records}
+                    assert zone == net.zone
+        assert len(seen["port"]) == workers * len(MACHINES) * len(GUEST_PORTS)
+        assert len(seen["ip"]) == workers * len(MACHINES)
+
+
+def test_pair_zero_is_the_default_lab(pair_dumps: Callable[[int], Dump], default: Dump) -> None:
+    """A serial run (worker 0, or RDPLAB_WORKER unset) is the documented lab unchanged."""
+    pair = pair_dumps(0)
+    assert pair["machine_names"] == default["machine_names"]
+    for machine, provider, m in each(default):
+        p = pair["machines"][machine][provider]
+        assert without_ids(p) == without_ids(m)
+        rest = ("networks",)
+        assert {k: v for k, v in p.items() if k not in rest} == {
+            k: v for k, v in m.items() if k not in rest
+        }
 
 
 def test_provision_scripts_parse() -> None:

@@ -44,6 +44,11 @@ class Provider(ABC):
     def connect(self, scenario: Scenario, machines: LabMachines) -> ConnectionResult:
         """Try the RDP connection client -> host; return the stage-by-stage result."""
 
+    def place(self, scenario: Scenario) -> Scenario:
+        """The scenario as it runs on this provider's lab (a vagrant worker's pair has its
+        own addresses); by default unchanged."""
+        return scenario
+
     def testinfra_host(self, role: Role) -> Any | None:
         """A pytest-testinfra Host for the machine (None: no real machine)."""
         return None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +39,7 @@ from rdplab.facts import Facts
 from rdplab.lab import Scenario
 from rdplab.ops import BatchResult, Op
 from rdplab.providers.journal import Journal, inverse_ops, planned_inverse
+from rdplab.providers.pool import Lease, lease, load_pool
 from rdplab.providers.remote import RemoteBackend, RemoteProvider
 from rdplab.transports.base import Transport
 
@@ -124,10 +126,24 @@ class InventoryProvider(RemoteProvider):
     name = "inventory"
     runs_on = "existing Windows machines from an inventory (reset: rollback journal)"
 
-    def __init__(self, inventory: str | os.PathLike[str] = DEFAULT_INVENTORY) -> None:
+    def __init__(
+        self,
+        inventory: str | os.PathLike[str] = DEFAULT_INVENTORY,
+        pool: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """``pool``: lease one lab of a pool file for this provider's life (one lab per
+        pytest-xdist worker; rdplab.providers.pool) instead of using ``inventory``."""
         super().__init__()
+        self.lease: Lease | None = None
+        if pool is not None:
+            self.lease = lease(load_pool(pool), progress=_to_stderr)
+            inventory = self.lease.inventory
         self.path = Path(inventory)
-        self.spec, self._doc = load_inventory(self.path)
+        try:
+            self.spec, self._doc = load_inventory(self.path)
+        except BaseException:
+            self.close()
+            raise
         self.probe_timeout = self.spec.probe_timeout
         self.journal_dir = (self.path.parent / self.spec.journal_dir).resolve()
         self.baselines: dict[Role, Facts] = {}
@@ -180,6 +196,19 @@ class InventoryProvider(RemoteProvider):
                 )
             return str(value)
         return None
+
+    def preflight(self) -> None:
+        """Every credential the run will need is there (no machine is contacted)."""
+        for role in ROLES:
+            m = self.entry(role)
+            self._secret(role, m.password_env, m.keyring, "password")
+            self._secret(role, m.passphrase_env, None, "passphrase")
+
+    def close(self) -> None:
+        super().close()
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
     def open_transport(self, role: Role) -> Transport:
         m = self.entry(role)
@@ -355,6 +384,10 @@ class InventoryProvider(RemoteProvider):
 
 def _role(backend: RemoteBackend) -> Role:
     return "client" if backend.role == "client" else "host"
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.__stderr__, flush=True)
 
 
 __all__ = ["DEFAULT_INVENTORY", "InventoryProvider", "inverse_ops", "load_inventory"]

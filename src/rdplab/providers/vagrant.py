@@ -19,6 +19,10 @@ and the Vagrantfile's ``$RDPLAB_VAGRANT_USERNAME`` / ``$RDPLAB_VAGRANT_PASSWORD`
 (default ``vagrant``/``vagrant``, the boxes' throwaway account). The probe dials the
 host's private address from the lab file, as the client does.
 
+Under pytest-xdist, worker N drives pair N of the Vagrantfile (``worker=N``; rdplab.workers):
+every vagrant command gets ``RDPLAB_WORKER=N``, the machines are ``client-wN`` and
+``host-wN``, and the scenarios run on the pair's own addresses (``place``).
+
 ``teardown`` (``--lab-teardown[=halt|destroy]``): at the end of the run ``vagrant halt``
 (the snapshots stay: the next run restores instead of rebuilding) or ``vagrant destroy
 --force``; by default the VMs are left running.
@@ -26,6 +30,7 @@ host's private address from the lab file, as the client does.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -42,6 +47,7 @@ from rdplab.lab import Scenario
 from rdplab.network import Network
 from rdplab.providers.remote import RemoteProvider
 from rdplab.transports.base import Transport
+from rdplab.workers import WORKER_ENV, vagrant_machines, worker_network
 
 SNAPSHOT = "baseline"
 TEARDOWNS = ("none", "halt", "destroy")
@@ -60,6 +66,7 @@ class VagrantProvider(RemoteProvider):
         teardown: bool | str = False,
         machines: dict[Role, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        worker: int = 0,
     ) -> None:
         super().__init__()
         self.root = Path(root or Path.cwd()).resolve()
@@ -67,7 +74,8 @@ class VagrantProvider(RemoteProvider):
         if mode not in TEARDOWNS:
             raise ProviderError(f"--lab-teardown must be one of {', '.join(TEARDOWNS)}")
         self.teardown: str = mode
-        self.vms: dict[Role, str] = dict(machines or {"client": "client", "host": "host"})
+        self.worker = worker
+        self.vms: dict[Role, str] = dict(machines or vagrant_machines(worker))
         self.progress = progress or _to_stderr
         self.network = Network()
         self._vagrant: Any = None
@@ -93,7 +101,10 @@ class VagrantProvider(RemoteProvider):
             if not (self.root / "Vagrantfile").is_file():
                 raise ProviderError(f"no Vagrantfile in {self.root} (run pytest from the repo)")
             self._vagrant = vagrant.Vagrant(  # type: ignore[no-untyped-call]
-                root=str(self.root), quiet_stdout=False, err_cm=self._capture_stderr
+                root=str(self.root),
+                quiet_stdout=False,
+                err_cm=self._capture_stderr,
+                env={**os.environ, WORKER_ENV: str(self.worker)},
             )
         return self._vagrant
 
@@ -185,6 +196,13 @@ class VagrantProvider(RemoteProvider):
 
     def restore_snapshot(self, vm: str) -> None:
         self._run("snapshot", "restore", vm, SNAPSHOT, "--no-provision")
+
+    def place(self, scenario: Scenario) -> Scenario:
+        """The scenario on this worker's pair: the lab file's addresses moved to the pair's
+        /24, as the Vagrantfile puts them (pair 0: unchanged)."""
+        if self.worker == 0:
+            return scenario
+        return dataclasses.replace(scenario, network=worker_network(scenario.network, self.worker))
 
     def restore(self, scenario: Scenario) -> None:
         self.network = scenario.network
