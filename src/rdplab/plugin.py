@@ -11,6 +11,8 @@ aspects of the same run, and each report row carries that aspect's evidence.
 from __future__ import annotations
 
 import html
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from rdplab.providers import Provider, get_provider
 from rdplab.report import evidence_html, properties
 from rdplab.report_page import matrix, section, section_head
 from rdplab.scenario import ScenarioRun, run_scenario
+from rdplab.workers import worker_index
 
 DEFAULT_LAB = "labs/rdp-0x904.yaml"
 
@@ -36,6 +39,18 @@ class LabSession:
     _lab: Lab | None = None
     _provider: Provider | None = None
     runs: dict[str, ScenarioRun] = field(default_factory=dict)
+    #: ``--lab-shard I/N``: (I, N), 1 <= I <= N
+    shard: tuple[int, int] | None = None
+    always_restore: bool = False
+    reach_error: str | None = None
+
+    def shard_of(self, scenarios: list[Scenario]) -> list[Scenario]:
+        """Shard I of N: the scenarios at positions I-1, I-1+N, I-1+2N... of the lab file
+        (deterministic; the N shards are disjoint and cover the file)."""
+        if self.shard is None:
+            return scenarios
+        i, n = self.shard
+        return [s for k, s in enumerate(scenarios) if k % n == i - 1]
 
     @property
     def lab(self) -> Lab:
@@ -47,9 +62,26 @@ class LabSession:
     def provider(self) -> Provider:
         if self._provider is None:
             self._provider = get_provider(self.provider_name, **self.provider_options)
+            if self.always_restore:
+                self._provider.always_restore = True
         return self._provider
 
+    def preflight(self) -> None:
+        """Cheap checks that the lab can be reached at all, once, before anything runs
+        (a pool's labs are checked without leasing one)."""
+        pool = self.provider_options.get("pool")
+        if pool is None:
+            self.provider.preflight()
+            return
+        from rdplab.providers.inventory import InventoryProvider
+        from rdplab.providers.pool import load_pool
+
+        for lab in load_pool(Path(str(pool))).labs:
+            InventoryProvider(lab).preflight()
+
     def run(self, scenario: Scenario) -> ScenarioRun:
+        if self.reach_error is not None:  # the lab could not be reached: never retried
+            raise RdplabError(self.reach_error)
         if scenario.id not in self.runs:
             self.runs[scenario.id] = run_scenario(self.provider, scenario, fix_via=self.fix_via)
         return self.runs[scenario.id]
@@ -88,6 +120,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         " lab proved",
     )
     group.addoption(
+        "--lab-pool",
+        default=None,
+        metavar="PATH",
+        help="inventory provider: a pool file of several labs; each pytest-xdist worker"
+        " leases one (docs/scale.md)",
+    )
+    group.addoption(
+        "--lab-shard",
+        default=None,
+        metavar="I/N",
+        help="run shard I of N of the lab file's scenarios (for CI job matrices; the N"
+        " shards are disjoint and cover the file)",
+    )
+    group.addoption(
+        "--lab-always-restore",
+        action="store_true",
+        default=False,
+        help="restore every machine before every scenario (default: skip machines the"
+        " previous scenario left at their baseline)",
+    )
+    group.addoption(
         "--lab-teardown",
         nargs="?",
         const="halt",
@@ -108,21 +161,29 @@ def pytest_configure(config: pytest.Config) -> None:
     option = config.getoption("--lab-file")
     path = Path(option) if option else Path(config.rootpath) / DEFAULT_LAB
     inventory = config.getoption("--lab-inventory")
+    pool = config.getoption("--lab-pool")
+    workerinput = getattr(config, "workerinput", None)
     session = config.stash[LAB_SESSION] = LabSession(
         path,
         config.getoption("--lab-provider"),
         {
             "inventory": Path(inventory) if inventory else Path(config.rootpath) / "inventory.yaml",
+            "pool": Path(pool) if pool else None,
             "teardown": config.getoption("--lab-teardown"),
             "root": Path(config.rootpath),
+            "worker": _worker(workerinput),
         },
         fix_via=config.getoption("--lab-fix-via"),
+        shard=_shard(config.getoption("--lab-shard")),
+        always_restore=config.getoption("--lab-always-restore"),
     )
     if session.fix_via == "script" and session.provider_name == "sim":
         raise pytest.UsageError(
             "rdplab: --lab-fix-via=script runs the exported PowerShell scripts and needs a real"
             " provider (vagrant, inventory); sim runs no PowerShell"
         )
+    if pool and session.provider_name != "inventory":
+        raise pytest.UsageError("rdplab: --lab-pool needs --lab-provider=inventory")
     try:  # the report's Environment table (pytest-html shows pytest-metadata)
         from pytest_metadata.plugin import metadata_key
 
@@ -130,11 +191,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[metadata_key]["rdplab provider"] = session.provider_name
     except (ImportError, KeyError):  # pragma: no cover - pytest-html brings pytest-metadata
         pass
-    if session.provider_name in ("inventory", "vagrant"):
-        # a real provider's inventory is checked before anything runs (no machine is
-        # contacted yet); an unknown provider still fails in the tests, with its list
+    if session.provider_name in ("inventory", "vagrant") and workerinput is None:
+        # A real lab is checked once, before anything runs, in the main process (under
+        # pytest-xdist: the controller, which runs no test): the inventory (or every lab
+        # of a pool), the credentials it names, the vagrant binary and hypervisor. A lab
+        # that cannot be reached stops the run here with one line, not once per test.
+        # An unknown provider still fails in the tests, with its list.
         try:
-            session.provider  # noqa: B018
+            session.preflight()
         except RdplabError as exc:
             raise pytest.UsageError(f"rdplab: {exc}") from None
     if option:
@@ -144,6 +208,51 @@ def pytest_configure(config: pytest.Config) -> None:
             session.lab  # noqa: B018
         except RdplabError as exc:
             raise pytest.UsageError(f"rdplab: {exc}") from None
+
+
+def _worker(workerinput: dict[str, Any] | None) -> int:
+    """This process's lab: pytest-xdist's worker id (gwN), else RDPLAB_WORKER or 0. Read
+    from xdist's own worker input, not the environment, which a subprocess inherits."""
+    env = {"RDPLAB_WORKER": os.environ.get("RDPLAB_WORKER", "")}
+    if workerinput is not None:
+        env["PYTEST_XDIST_WORKER"] = str(workerinput.get("workerid", ""))
+    try:
+        return worker_index(env)
+    except RdplabError as exc:
+        raise pytest.UsageError(f"rdplab: {exc}") from None
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise pytest.UsageError(
+            f"rdplab: --lab-shard must be I/N with 1 <= I <= N (e.g. 2/3), got {value!r}"
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``-n N`` (``--dist load``, xdist's default for ``-n``): every test of one
+    scenario goes to the same worker, so each scenario runs once, on one lab."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    session = config.stash[LAB_SESSION]
+    try:
+        ids = {s.id for s in session.lab.scenarios}
+    except RdplabError:
+        ids = set()
+
+    class ScenarioScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            m = re.search(r"\[([^\[\]]+)\]$", nodeid)
+            return f"scenario:{m.group(1)}" if m and m.group(1) in ids else nodeid
+
+    return ScenarioScheduling(config, log)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -165,6 +274,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         scenarios = session.lab.scenarios
     except RdplabError as exc:
         raise pytest.UsageError(f"rdplab: {exc}") from None
+    scenarios = session.shard_of(scenarios)
     marker = metafunc.definition.get_closest_marker("lab_scenarios")
     kind = marker.args[0] if marker else "all"
     if kind == "healthy":
@@ -180,9 +290,26 @@ def lab_session(pytestconfig: pytest.Config) -> LabSession:
     return pytestconfig.stash[LAB_SESSION]
 
 
+@pytest.fixture(scope="session")
+def lab_reached(request: pytest.FixtureRequest, lab_session: LabSession) -> None:
+    """The lab's machines, contacted once before the first scenario (VMs brought up, a
+    pool's lab leased, transports opened, agents checked). If that fails, the run stops
+    there: one error naming the machine and the reason, no scenario is tried."""
+    try:
+        lab_session.provider.reach()
+    except RdplabError as exc:
+        lab_session.reach_error = exc.message
+        message = f"rdplab: the lab cannot be reached: {exc.message}"
+        request.session.shouldstop = message
+        pytest.fail(message, pytrace=False)
+
+
 @pytest.fixture
 def lab_run(
-    request: pytest.FixtureRequest, lab_session: LabSession, lab_scenario: Scenario
+    request: pytest.FixtureRequest,
+    lab_session: LabSession,
+    lab_scenario: Scenario,
+    lab_reached: None,
 ) -> ScenarioRun:
     """The scenario's run (executed once per session, shared by its tests)."""
     run = lab_session.run(lab_scenario)

@@ -7,7 +7,8 @@ exercises and ``serve`` share one path for each piece of work.
 reset -> baseline -> connect (before the break) -> break -> gather -> detect -> connect ->
 fix -> verify (gather, detect, connect) -> fix again (must change nothing) -> diff against
 the baseline -> judge (does the state after the fix weaken security against the baseline?
-``rdplab.security``).
+``rdplab.security``) -> settle (which machines the next reset may leave
+alone: the cheaper-reset rule, docs/scale.md).
 
 A scenario that brings its own fix (``fix:`` in the lab file, ``Scenario.fix``) runs it in
 place of the catalog's. A script fix needs Windows PowerShell: where the provider has none
@@ -97,6 +98,10 @@ class ScenarioRun:
     fix_scripts: dict[str, str] = field(default_factory=dict)  # role -> script that ran
     #: named fixes that lower security and were not allowed (plan-fix refuses to apply)
     refused: list[AppliedFix] = field(default_factory=list)
+    #: machines the reset step restored (the others were left at their baseline by the
+    #: scenario before), and those this scenario left at its baseline (``settle``)
+    restored: list[str] = field(default_factory=list)
+    left_clean: list[str] = field(default_factory=list)
     # working state shared by the steps (not evidence: left out of repr and comparisons)
     provider_obj: Provider | None = field(default=None, repr=False, compare=False)
     machines: LabMachines | None = field(default=None, repr=False, compare=False)
@@ -337,7 +342,9 @@ def step(name: str, *, remote: bool = True) -> Callable[[StepFunc], StepFunc]:
 def reset(run: ScenarioRun) -> None:
     if run.provider_obj is None:
         raise RdplabError("no provider to reset the lab with")
+    run.scenario = run.provider_obj.place(run.scenario)  # a worker's own lab (vagrant)
     run.machines = run.provider_obj.reset(run.scenario)
+    run.restored = list(run.provider_obj.last_restored)
 
 
 @step("attach", remote=False)  # the machines as they are: nothing restored, nothing changed
@@ -522,6 +529,39 @@ def judge_step(run: ScenarioRun) -> None:
     run.judged = True
 
 
+@step("settle", remote=False)
+def settle(run: ScenarioRun) -> None:
+    """The cheaper-reset rule: a machine whose diff against the baseline came out empty,
+    in a scenario that ran no script fix and failed nothing, is at its baseline; the next
+    reset may skip restoring it. Anything else (a run that stopped early never gets here)
+    is restored."""
+    assert run.provider_obj is not None
+    clean = clean_roles(run)
+    run.left_clean = list(clean)
+    run.provider_obj.settle(run.scenario, clean)
+
+
+def clean_roles(run: ScenarioRun) -> tuple[Role, ...]:
+    """The machines ``run`` left exactly at its baseline, or none if the scenario failed
+    in any way the lab suite checks (a failed scenario always forces a restore)."""
+    conn, after = run.connection, run.connection_after
+    failed = (
+        run.error is not None
+        or {(f.fault, f.role) for f in run.findings} != run.scenario.expected()
+        or bool(run.findings_after)
+        or after is None
+        or not after.ok
+        or (run.scenario.healthy and not (conn is not None and conn.ok))
+        or any(b.changes for b in run.fix_again_results.values())
+    )
+    if failed:
+        return ()
+    own = run.scenario.fix
+    # a script's effects are only as visible as the facts it happens to touch
+    scripted = {own.on} if own is not None and own.script is not None else set()
+    return tuple(r for r in ROLES if r in run.diff and not run.diff[r] and r not in scripted)
+
+
 def steps(*names: str) -> tuple[Step, ...]:
     """Steps by name, in the order given (an unknown name is a programming error)."""
     return tuple(STEP_FUNCS[n] for n in names)
@@ -543,6 +583,7 @@ STEPS = steps(
     "fix-again",
     "diff",
     "judge",
+    "settle",
 )
 #: Put a scenario's faults in place on fresh machines (exercises, serve, ``rdplab break``).
 BREAK = steps("reset", "break")

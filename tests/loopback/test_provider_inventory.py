@@ -250,6 +250,7 @@ def test_reset_replays_the_journal_back_to_the_baseline(winrm_lab: WinRMLab) -> 
     replays the journal; then its breaks alone are applied (a run that stopped there) and
     the reset undoes them. Every time the twins end exactly as they began."""
     provider = InventoryProvider(winrm_lab.inventory)
+    provider.always_restore = True  # the journal's replay, not the cheaper-reset rule
     try:
         provider.reset(LAB.scenario("healthy"))
         baseline = snapshots(winrm_lab)
@@ -691,6 +692,7 @@ def test_host_over_ssh_client_over_winrm(
             f"    rdp_port: {rdp.port}\n",
         )
         provider = InventoryProvider(inventory)
+        provider.always_restore = True  # the journal's replay, not the cheaper-reset rule
         try:
             provider.reset(LAB.scenario("healthy"))
             baseline = host.twin().snapshot()

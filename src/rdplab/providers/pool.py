@@ -61,7 +61,7 @@ def load_pool(path: str | os.PathLike[str]) -> Pool:
     field); nothing is contacted and nothing is leased."""
     from rdplab.providers.inventory import load_inventory
 
-    doc = yamlfile.load(path)
+    doc = yamlfile.load(Path(path))
     if not isinstance(doc.data, dict):
         raise LabFileError(str(doc.path), "a pool must be a mapping with labs", 1)
     spec = doc.validate(PoolSpec)

@@ -95,8 +95,8 @@ class RemoteProvider(Provider):
         """A transport (not yet open) to the machine playing ``role``."""
 
     @abstractmethod
-    def restore(self, scenario: Scenario) -> None:
-        """Bring both machines back to their baseline (snapshot, journal...)."""
+    def restore(self, scenario: Scenario, roles: tuple[Role, ...] = ROLES) -> None:
+        """Bring these machines back to their baseline (snapshot, journal...)."""
 
     @abstractmethod
     def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
@@ -138,7 +138,7 @@ class RemoteProvider(Provider):
             transport.close()
 
     def reset(self, scenario: Scenario) -> LabMachines:
-        self.restore(scenario)
+        self.restore(scenario, self.to_restore(scenario))
         return self.attach(scenario)
 
     def attach(self, scenario: Scenario) -> LabMachines:
@@ -149,6 +149,11 @@ class RemoteProvider(Provider):
             b.calls = calls
             b.last_facts = None
         return LabMachines(backends["client"], backends["host"], calls)
+
+    def reach(self) -> None:
+        """Open both machines' transports and check their agents."""
+        for role in ROLES:
+            self.machine(role)
 
     def close(self) -> None:
         for role in list(self.transports):

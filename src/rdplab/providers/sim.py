@@ -28,8 +28,10 @@ def scenario_twin(scenario: Scenario, role: Role) -> Twin:
 class SimProvider(Provider):
     name = "sim"
     runs_on = "in-process Windows twins (simulated; no Windows machine ran)"
+    always_restore = True  # a fresh twin costs microseconds: every scenario gets one
 
     def reset(self, scenario: Scenario) -> LabMachines:
+        self.to_restore(scenario)
         calls = CallLog()
         twins = {role: scenario_twin(scenario, role) for role in ROLES}
         return LabMachines(

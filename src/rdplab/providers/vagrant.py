@@ -81,6 +81,7 @@ class VagrantProvider(RemoteProvider):
         self._vagrant: Any = None
         self._stderr = ""
         self._prepared = False
+        self._fresh = False
         self._winrm: dict[str, dict[str, str] | None] = {}
 
     # -- vagrant ---------------------------------------------------------------------------
@@ -193,6 +194,7 @@ class VagrantProvider(RemoteProvider):
                 self.progress(f"rdplab: vagrant snapshot save {vm} {SNAPSHOT}")
                 self._run("snapshot", "save", vm, SNAPSHOT)
         self._prepared = True
+        self._fresh = True
 
     def restore_snapshot(self, vm: str) -> None:
         self._run("snapshot", "restore", vm, SNAPSHOT, "--no-provision")
@@ -204,12 +206,24 @@ class VagrantProvider(RemoteProvider):
             return scenario
         return dataclasses.replace(scenario, network=worker_network(scenario.network, self.worker))
 
-    def restore(self, scenario: Scenario) -> None:
+    def preflight(self) -> None:
+        """The binary, the Vagrantfile, a usable hypervisor and both machines defined
+        (``vagrant status``: nothing is started)."""
+        self.status()
+
+    def reach(self) -> None:
+        if not self._prepared:
+            self.prepare()
+
+    def restore(self, scenario: Scenario, roles: tuple[Role, ...] = ROLES) -> None:
         self.network = scenario.network
         if not self._prepared:
             self.prepare()
-            return  # just restored or saved: the machines are at their baseline
-        for role in ROLES:
+        if self._fresh:  # prepare just restored or saved: the machines are at baseline
+            self._fresh = False
+            return
+        for role in roles:
+            self.progress(f"rdplab: vagrant snapshot restore {self.vms[role]} {SNAPSHOT}")
             self.drop(role)  # the restore reverts memory: the shell is gone
             self.restore_snapshot(self.vms[role])
 
