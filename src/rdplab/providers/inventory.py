@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import time
 import uuid
@@ -199,11 +200,23 @@ class InventoryProvider(RemoteProvider):
         return None
 
     def preflight(self) -> None:
-        """Every credential the run will need is there (no machine is contacted)."""
+        """Every credential the run will need is there, and each machine's WinRM or SSH
+        port accepts a TCP connection (nothing is sent; no credential leaves)."""
         for role in ROLES:
             m = self.entry(role)
             self._secret(role, m.password_env, m.keyring, "password")
             self._secret(role, m.passphrase_env, None, "passphrase")
+        for role in ROLES:
+            m = self.entry(role)
+            port = m.port or (22 if m.transport == "ssh" else 5985)
+            try:
+                socket.create_connection((m.address, port), timeout=min(5, m.timeout)).close()
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise ProviderError(
+                    f"{m.address}:{port} ({role}): cannot connect for {m.transport}: {reason}"
+                    f" ({self.path})"
+                ) from None
 
     def close(self) -> None:
         super().close()

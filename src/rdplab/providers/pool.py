@@ -8,8 +8,8 @@
     lease_timeout: 600       # seconds a worker waits for a free lab (default 600)
 
 Each worker takes the first free lab (an exclusive ``filelock`` on
-``.rdplab-pool/<lab>.lock`` next to the pool file) and holds it for its whole session; the
-lock goes when the worker ends, even when it crashes (the operating system drops the lock
+``.rdplab-pool/<lab>.lock`` next to the pool file; a lab's name is its entry) and holds it
+for its whole session; the lock goes when the worker ends, even when it crashes (the operating system drops the lock
 with the process). A worker that finds every lab leased waits up to ``lease_timeout``,
 then stops with one line naming the pool and who holds each lab. The same file serves
 several CI jobs on one runner, or several runs by hand: they share the labs fairly.
@@ -18,6 +18,7 @@ several CI jobs on one runner, or several runs by hand: they share the labs fair
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -47,13 +48,17 @@ class Pool:
     path: Path
     labs: tuple[Path, ...]
     lease_timeout: float
+    names: tuple[str, ...] = ()  # as the pool file lists them
 
     @property
     def lock_dir(self) -> Path:
         return self.path.parent / LOCK_DIR
 
     def name(self, lab: Path) -> str:
-        return lab.stem
+        return self.names[self.labs.index(lab)] if self.names else lab.stem
+
+    def lock_stem(self, lab: Path) -> str:
+        return re.sub(r"[^A-Za-z0-9.-]", "_", self.name(lab))
 
 
 def load_pool(path: str | os.PathLike[str]) -> Pool:
@@ -74,9 +79,7 @@ def load_pool(path: str | os.PathLike[str]) -> Pool:
             raise doc.error(("labs", i), f"no inventory file {lab}")
         load_inventory(lab)
         labs.append(lab)
-    if len({lab.stem for lab in labs}) != len(labs):
-        raise doc.error(("labs",), "two inventories share a file name (a lab's name)")
-    return Pool(doc.path, tuple(labs), spec.lease_timeout)
+    return Pool(doc.path, tuple(labs), spec.lease_timeout, tuple(spec.labs))
 
 
 class Lease:
@@ -91,7 +94,7 @@ class Lease:
     def release(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:
-            holder = self.pool.lock_dir / f"{self.name}.holder"
+            holder = self.pool.lock_dir / f"{self.pool.lock_stem(self.inventory)}.holder"
             holder.unlink(missing_ok=True)
             lock.release()  # type: ignore[attr-defined]
 
@@ -117,13 +120,13 @@ def lease(
     told = False
     while True:
         for lab in order:
-            name = pool.name(lab)
-            lock = FileLock(str(pool.lock_dir / f"{name}.lock"))
+            stem = pool.lock_stem(lab)
+            lock = FileLock(str(pool.lock_dir / f"{stem}.lock"))
             try:
                 lock.acquire(timeout=0)
             except Timeout:
                 continue
-            (pool.lock_dir / f"{name}.holder").write_text(
+            (pool.lock_dir / f"{stem}.holder").write_text(
                 f"{worker_name()}, pid {os.getpid()} on {socket.gethostname()}"
                 f" since {time.strftime('%H:%M:%S')}\n",
                 encoding="utf-8",
@@ -146,7 +149,7 @@ def lease(
 
 
 def _holder(pool: Pool, lab: Path) -> str:
-    path = pool.lock_dir / f"{pool.name(lab)}.holder"
+    path = pool.lock_dir / f"{pool.lock_stem(lab)}.holder"
     try:
         return "held by " + path.read_text(encoding="utf-8").strip()
     except OSError:
