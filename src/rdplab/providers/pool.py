@@ -9,9 +9,10 @@
 
 Each worker takes the first free lab (an exclusive ``filelock`` on
 ``.rdplab-pool/<lab>.lock`` next to the pool file; a lab's name is its entry) and holds it
-for its whole session; the lock goes when the worker ends, even when it crashes (the operating system drops the lock
-with the process). A worker that finds every lab leased waits up to ``lease_timeout``,
-then stops with one line naming the pool and who holds each lab. The same file serves
+for its whole session; the lock goes when the worker ends, even when it crashes (the
+operating system drops the lock with the process). A worker that finds every lab leased
+waits up to ``lease_timeout``, then stops with one line naming the pool and who holds
+each lab. The same file serves
 several CI jobs on one runner, or several runs by hand: they share the labs fairly.
 """
 
