@@ -164,10 +164,7 @@ def load_lab(path: str | Path, baseline_dir: Path | None = None) -> Lab:
             str(doc.path), "a lab file must be a mapping with machines and scenarios", 1
         )
     spec = doc.validate(LabSpec)
-    search = tuple(
-        baselines.baseline_dirs(baseline_dir or doc.path.parent.parent / "fixtures" / "baselines")
-    )
-    search = tuple(dict.fromkeys(p.resolve() for p in search))
+    search = _search(doc, baseline_dir)
     for role in ROLES:
         _check_baseline(
             doc, getattr(spec.machines, role).baseline, ("machines", role, "baseline"), search
@@ -183,6 +180,37 @@ def load_lab(path: str | Path, baseline_dir: Path | None = None) -> Lab:
         seen[sc.id] = i
         lab.scenarios.append(_scenario(doc, spec, sc, loc, search))
     return lab
+
+
+def _search(doc: yamlfile.Located, baseline_dir: Path | None) -> tuple[Path, ...]:
+    search = baselines.baseline_dirs(
+        baseline_dir or doc.path.parent.parent / "fixtures" / "baselines"
+    )
+    return tuple(dict.fromkeys(p.resolve() for p in search))
+
+
+def fault_scenario(
+    path: str | Path, fault: str, on: Role | None = None, variant: str = "default"
+) -> Scenario:
+    """One fault on a lab file's machines and network (``rdplab break``): the scenario the
+    file would make of ``faults: [{fault: F, on: R, variant: V}]``. An unknown fault id, a
+    role the fault has no placement on or an unknown variant is one clear error."""
+    f = cat.get(fault)
+    if on is not None and on not in f.roles:
+        raise LabFileError(
+            str(path), f"fault {f.id} cannot be put on {on} (roles: {', '.join(f.roles)})"
+        )
+    if variant not in f.variants:
+        raise LabFileError(
+            str(path),
+            f"fault {f.id} has no variant {variant!r} (variants: {', '.join(f.variants)})",
+        )
+    load_lab(path)  # the file itself is checked first: its errors name its lines
+    doc = yamlfile.load(path)
+    spec = doc.validate(LabSpec)
+    ref: dict[str, str] = {"fault": f.id, "variant": variant, **({"on": on} if on else {})}
+    sc = ScenarioSpec(id=f"break-{f.id}", faults=[ref])
+    return _scenario(doc, spec, sc, ("scenarios", len(spec.scenarios)), _search(doc, None))
 
 
 def _check_baseline(

@@ -25,7 +25,7 @@ from rdplab.providers import Provider, get_provider
 from rdplab.report import evidence_html, properties
 from rdplab.report_page import matrix, section, section_head
 from rdplab.scenario import ScenarioRun, run_scenario
-from rdplab.workers import worker_index
+from rdplab.workers import shard, worker_index
 
 DEFAULT_LAB = "labs/rdp-0x904.yaml"
 
@@ -47,10 +47,7 @@ class LabSession:
     def shard_of(self, scenarios: list[Scenario]) -> list[Scenario]:
         """Shard I of N: the scenarios at positions I-1, I-1+N, I-1+2N... of the lab file
         (deterministic; the N shards are disjoint and cover the file)."""
-        if self.shard is None:
-            return scenarios
-        i, n = self.shard
-        return [s for k, s in enumerate(scenarios) if k % n == i - 1]
+        return scenarios if self.shard is None else shard(scenarios, *self.shard)
 
     @property
     def lab(self) -> Lab:

@@ -19,12 +19,14 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from rdplab.catalog.base import Role
 from rdplab.errors import ProviderError
 from rdplab.network import Network
 
+T = TypeVar("T")
 WORKER_ENV = "RDPLAB_WORKER"
 XDIST_ENV = "PYTEST_XDIST_WORKER"
 #: VirtualBox 6.1.28+ allows host-only networks in 192.168.56.0/21 only (unless
@@ -92,6 +94,13 @@ def worker_network(net: Network, worker: int) -> Network:
     )
 
 
+def shard(items: Sequence[T], index: int, count: int) -> list[T]:
+    """Shard ``index`` (1-based) of ``count``: the items at positions index-1, index-1+count,
+    ... (``--lab-shard I/N``, the benchmark's workers). Deterministic; the ``count`` shards
+    are disjoint, cover ``items`` and differ in size by at most one."""
+    return [x for k, x in enumerate(items) if k % count == index - 1]
+
+
 def shift_port(port: int, worker: int) -> int:
     """A forwarded host port of pair 0 as pair ``worker`` has it."""
     return port + PORT_STEP * worker
@@ -100,6 +109,7 @@ def shift_port(port: int, worker: int) -> int:
 __all__ = [
     "MAX_PAIRS",
     "WORKER_ENV",
+    "shard",
     "shift_address",
     "shift_port",
     "vagrant_machines",

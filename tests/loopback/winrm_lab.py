@@ -8,6 +8,7 @@ scenario the way a snapshot restore would bring a VM back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,9 +57,24 @@ class LoopbackWinRMProvider(LoopbackLabProvider):
         return {role: r.command_count for role, r in self.responders.items()}
 
 
+def add_latency(r: Responder, seconds: float) -> None:
+    """Every command the responder answers takes ``seconds`` longer (a real network and a
+    real PowerShell start-up stand-in for the benchmark's ``--latency-ms``)."""
+    original = r.execute
+
+    def execute(line: str, stdin: bytes) -> tuple[int, bytes, bytes]:
+        time.sleep(seconds)
+        return original(line, stdin)
+
+    r.execute = execute  # type: ignore[method-assign]
+
+
 @contextmanager
-def winrm_lab() -> Iterator[LoopbackWinRMProvider]:
+def winrm_lab(latency_s: float = 0.0) -> Iterator[LoopbackWinRMProvider]:
     with responder(computer_name="CLIENT") as client, responder() as host:
+        if latency_s:
+            add_latency(client, latency_s)
+            add_latency(host, latency_s)
         provider = LoopbackWinRMProvider({"client": client, "host": host})
         try:
             yield provider

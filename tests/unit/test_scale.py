@@ -27,6 +27,7 @@ from rdplab.workers import (
     shift_address,
     vagrant_machines,
     worker_index,
+    worker_name,
     worker_network,
 )
 
@@ -133,7 +134,7 @@ def test_each_lease_takes_a_free_lab_and_the_last_waits_then_names_holders(
         assert 0.5 <= time.monotonic() - start < 3
         msg = str(info.value)
         assert msg.startswith(f"{pool.path}: no free lab after waiting 0.5 s (lease_timeout)")
-        assert f"lab-a.yaml (held by main, pid {os.getpid()} on" in msg
+        assert f"lab-a.yaml (held by {worker_name()}, pid {os.getpid()} on" in msg
         assert told == ["rdplab: every lab in pool.yaml is leased; waiting up to 0.5 s for one"]
         second.release()
         third = lease(pool, timeout=0.5)  # released: free again

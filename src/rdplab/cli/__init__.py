@@ -12,6 +12,8 @@ rdplab serve -s ID        serve a broken scenario's host for a real RDP client t
 rdplab exercise ...       graded exercises: new, inspect, answer, check, report
 rdplab fix                repair what diagnose finds, journaled, and diagnose again
 rdplab rollback           undo the last fix from the journal
+rdplab up|status|down     a real lab (Vagrant or --inventory): bring up, show, put away
+rdplab break FAULT        put one fault on a real lab by hand (trainers)
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ COMMANDS = (
     "exercise",
     "fix",
     "rollback",
+    "up",
+    "status",
+    "down",
+    "breaking",
 )
 
 for _name in COMMANDS:

@@ -203,20 +203,32 @@ class InventoryProvider(RemoteProvider):
         """Every credential the run will need is there, and each machine's WinRM or SSH
         port accepts a TCP connection (nothing is sent; no credential leaves)."""
         for role in ROLES:
-            m = self.entry(role)
-            self._secret(role, m.password_env, m.keyring, "password")
-            self._secret(role, m.passphrase_env, None, "passphrase")
+            self.check_credentials(role)
         for role in ROLES:
-            m = self.entry(role)
-            port = m.port or (22 if m.transport == "ssh" else 5985)
-            try:
-                socket.create_connection((m.address, port), timeout=min(5, m.timeout)).close()
-            except OSError as exc:
-                reason = exc.strerror or type(exc).__name__
-                raise ProviderError(
-                    f"{m.address}:{port} ({role}): cannot connect for {m.transport}: {reason}"
-                    f" ({self.path})"
-                ) from None
+            self.check_port(role)
+
+    def check_credentials(self, role: Role) -> None:
+        """The secrets the machine needs are where the inventory says (ProviderError)."""
+        m = self.entry(role)
+        self._secret(role, m.password_env, m.keyring, "password")
+        self._secret(role, m.passphrase_env, None, "passphrase")
+
+    def transport_port(self, role: Role) -> int:
+        m = self.entry(role)
+        return m.port or (22 if m.transport == "ssh" else 5985)
+
+    def check_port(self, role: Role) -> None:
+        """The machine's WinRM or SSH port accepts a TCP connection (ProviderError)."""
+        m = self.entry(role)
+        port = self.transport_port(role)
+        try:
+            socket.create_connection((m.address, port), timeout=min(5, m.timeout)).close()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ProviderError(
+                f"{m.address}:{port} ({role}): cannot connect for {m.transport}: {reason}"
+                f" ({self.path})"
+            ) from None
 
     def close(self) -> None:
         super().close()
