@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +13,7 @@ from rdplab.errors import LabFileError, OpError
 from rdplab.twin.certs import RD_STORE, CertStores, make_self_signed
 from rdplab.twin.dns import DnsClient
 from rdplab.twin.firewall import Firewall
-from rdplab.twin.machine import Computer, Twin
+from rdplab.twin.machine import Computer, Twin, clone
 from rdplab.twin.registry import Registry
 from rdplab.twin.services import Services
 
@@ -110,4 +109,4 @@ def _template(name: str, computer_name: str, search: tuple[Path, ...]) -> Twin:
 
 def build_twin(name: str, computer_name: str, search: tuple[Path, ...] = (BASELINE_DIR,)) -> Twin:
     """A fresh twin in the baseline's healthy state (the template is built once)."""
-    return copy.deepcopy(_template(name, computer_name, search))
+    return clone(_template(name, computer_name, search))

@@ -315,6 +315,7 @@ def lab_run(
 
 
 _RUN = pytest.StashKey[ScenarioRun]()
+_PROPS: dict[int, tuple[ScenarioRun, list[tuple[str, str]]]] = {}
 
 
 @pytest.fixture(params=["client", "host"])
@@ -341,8 +342,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         return
     aspect_marker = item.get_closest_marker("lab_aspect")
     aspect = aspect_marker.args[0] if aspect_marker else "detect"
-    for key, value in properties(run):
-        item.user_properties.append((key, value))
+    props = _PROPS.get(id(run))
+    if props is None or props[0] is not run:  # computed once per scenario, not per test
+        props = _PROPS[id(run)] = (run, properties(run))
+    item.user_properties.extend(props[1])
     evidence = evidence_html(run, aspect)
     # for the page's matrix and sections (plain data: travels from xdist workers too)
     report.rdplab = {"scenario": run.scenario.id, "aspect": aspect, "evidence": evidence}

@@ -83,6 +83,14 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _CLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The same resolvers as _Loader over libyaml's parser."""
+
+
+_CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+_FastLoader: type[yaml.SafeLoader] = _CLoader if yaml.__with_libyaml__ else _Loader
+
+
 def _walk(node: yaml.Node, loc: PathKey, lines: dict[PathKey, int]) -> None:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -106,8 +114,10 @@ def load(path: str | Path) -> Located:
     except (OSError, UnicodeDecodeError) as exc:
         raise LabFileError(str(p), f"cannot read: {exc}") from None
     try:
-        loader = _Loader(text)
-        try:  # parsed once: the node tree gives the lines, the same tree the data
+        # one parse (libyaml's when PyYAML has it): the node tree gives the lines, the data
+        # is constructed from the same tree
+        loader = _FastLoader(text)
+        try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
         finally:

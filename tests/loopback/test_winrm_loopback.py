@@ -442,7 +442,9 @@ def test_benchmark_counts_commands_on_the_wire(capsys: pytest.CaptureFixture[str
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--json", "--repeat", "1", "--over", "winrm-loopback"]) == 0
+    assert (
+        module.main(["--json", "--repeat", "1", "--over", "winrm-loopback", "--workers", "1"]) == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["provider"] == "winrm-loopback"
     assert data["errors"] == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,12 +24,52 @@ def test_benchmark_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--json", "--repeat", "1"]) == 0
+    assert module.main(["--json", "--repeat", "1", "--workers", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["scenarios"] == len(data["per_scenario"]) >= 18
     assert data["max_calls_per_machine_phase"] == 1
     assert isinstance(data["wall_s"], float)
     assert data["errors"] == []
+    # the sim rebuilds every twin for every scenario: two restores each
+    assert data["restores"] == 2 * data["scenarios"] and data["always_restore"] is True
+    assert data["workers"] == 1 and data["parallel_wall_s"] is None
+
+
+SMALL_LAB = """\
+machines:
+  client: {baseline: windows-11}
+  host: {baseline: windows-server-2022}
+scenarios:
+  - {id: healthy, faults: []}
+  - {id: rdp-disabled, faults: [rdp-disabled]}
+  - {id: dns, faults: [dns-stale-record]}
+"""
+
+
+def test_benchmark_parallel_fields(tmp_path: Path) -> None:
+    """``--workers 2``: the matrix split over two worker processes, each its own lab,
+    covering every scenario once; parallel_wall_s beside the serial wall_s."""
+    lab = tmp_path / "labs" / "small.yaml"
+    lab.parent.mkdir()
+    lab.write_text(SMALL_LAB)
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(REPO / "benchmarks" / "lab_matrix.py")),
+            *("--json", "--repeat", "1", "--workers", "2", "--lab-file", str(lab)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["workers"] == 2 and data["scenarios"] == 3
+    assert isinstance(data["parallel_wall_s"], float) and data["parallel_wall_s"] > 0
+    assert len(data["parallel_worker_wall_s"]) == 2
+    assert data["restores_parallel"] == data["restores"] == 6
+    assert data["errors"] == []
+    assert [p["restored"] for p in data["per_scenario"]] == [["client", "host"]] * 3
 
 
 def test_list_json_is_the_catalog() -> None:
@@ -98,3 +140,22 @@ def test_train_unknown_fault() -> None:
     result = CliRunner().invoke(app, ["train", "nope"])
     assert result.exit_code == 2
     assert "unknown fault id 'nope'" in result.stderr
+
+
+def test_suite_cost_benchmark_output() -> None:
+    """benchmarks/suite_cost.py: the sim lab suite beside as many empty tests (one run
+    each); the ratio is measured, not asserted (timing on a shared runner), and is in the
+    report and docs/scale.md."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "suite_cost.py"), "--repeat", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["tests"] >= 150
+    for key in ("lab_wall_s", "empty_wall_s", "lab_cpu_s", "empty_cpu_s"):
+        assert data[key] > 0, key
+    assert data["cpu_ratio"] == round(data["lab_cpu_s"] / data["empty_cpu_s"], 2)

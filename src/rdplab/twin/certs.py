@@ -12,8 +12,10 @@ import base64
 import datetime as dt
 import hashlib
 import itertools
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -31,9 +33,42 @@ _POOL_SIZE = 4
 
 @lru_cache(maxsize=_POOL_SIZE)
 def _pooled_key(slot: int) -> rsa.RSAPrivateKey:
-    # RSA key generation costs tens of milliseconds; the twin reuses a small pool so the
-    # whole scenario matrix stays fast. Thumbprints still differ (serial and dates).
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    # RSA key generation costs tens of milliseconds (sometimes hundreds); the twin reuses a
+    # small pool so the whole scenario matrix stays fast. Thumbprints still differ (serial
+    # and dates). The pool is kept in the user's cache directory between sessions: these
+    # are the simulated machines' keys, worth nothing outside the twin (docs/scale.md).
+    path = _key_cache() / f"twin-key-{slot}.pem"
+    try:
+        key = serialization.load_pem_private_key(
+            path.read_bytes(), None, unsafe_skip_rsa_key_validation=True
+        )
+        if isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048:
+            return key
+    except (OSError, ValueError, TypeError):
+        pass
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        tmp.replace(path)  # atomic: parallel workers never read half a key
+    except OSError:
+        pass  # no cache: the next session generates again
+    return key
+
+
+def _key_cache() -> Path:
+    """``$RDPLAB_KEY_CACHE``, else ``$XDG_CACHE_HOME/rdplab`` (``~/.cache/rdplab``)."""
+    if os.environ.get("RDPLAB_KEY_CACHE"):
+        return Path(os.environ["RDPLAB_KEY_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rdplab"
 
 
 _slots = itertools.count()
@@ -227,14 +262,22 @@ def lab_ca_issued(subject: str, cdp: str) -> IssuedCert:
     ca_cert = _build("rdplab Lab CA", None, ca_key, ca_key, dt.timedelta(days=3650), ca=True)
     key = _pooled_key(1)
     cert = _build(subject, ca_cert.subject, ca_key, key, dt.timedelta(days=365), cdp=cdp)
-    pfx = legacy_pfx(key, cert, [ca_cert])
-    return IssuedCert(base64.b64encode(pfx).decode(), thumbprint(cert), cdp)
+    pfx_b64 = base64.b64encode(legacy_pfx(key, cert, [ca_cert])).decode()
+    _MADE_PFX[pfx_b64] = (key, cert)  # importing it needs no PKCS#12 parse
+    return IssuedCert(pfx_b64, thumbprint(cert), cdp)
+
+
+#: PFXs this process made (lab_ca_issued), with what they hold
+_MADE_PFX: dict[str, tuple[Any, x509.Certificate]] = {}
 
 
 @lru_cache(maxsize=8)
 def _load_pfx(pfx_b64: str, password: str | None) -> tuple[Any, x509.Certificate | None]:
     """A PFX's key and certificate. Decoding one costs ~0.1 s (PKCS#12's key derivation);
-    the lab imports the same PFX in every scenario that needs it, so the parse is kept."""
+    the lab imports the same PFX in every scenario that needs it, so the parse is kept (and
+    the lab CA's own, made in this process, is not parsed at all)."""
+    if password is None and pfx_b64 in _MADE_PFX:
+        return _MADE_PFX[pfx_b64]
     secret = password.encode() if password else None
     key, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(pfx_b64), secret)
     return key, cert
