@@ -557,8 +557,13 @@ def clean_roles(run: ScenarioRun) -> tuple[Role, ...]:
     if failed:
         return ()
     own = run.scenario.fix
-    # a script's effects are only as visible as the facts it happens to touch
-    scripted = {own.on} if own is not None and own.script is not None else set()
+    # a script's effects are only as visible as the facts it happens to touch: a scenario's
+    # own script fix, or every fix run as the exported scripts (--lab-fix-via=script)
+    scripted: set[str] = set()
+    if own is not None and own.script is not None and own.on is not None:
+        scripted.add(own.on)
+    if run.fix_via == "script":
+        scripted |= set(run.fix_results) | set(run.fix_again_results)
     return tuple(r for r in ROLES if r in run.diff and not run.diff[r] and r not in scripted)
 
 
