@@ -36,7 +36,7 @@ LAB = load_lab(REPO / "labs" / "rdp-0x904.yaml")
 
 FAKE = r'''#!{python}
 """A fake vagrant: logs argv, answers from state.json next to it."""
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +45,8 @@ state = json.loads(STATE.read_text())
 args = sys.argv[1:]
 with (HERE / "calls.log").open("a") as log:
     log.write(json.dumps(args) + "\n")
+with (HERE / "env.log").open("a") as log:
+    log.write(os.environ.get("RDPLAB_WORKER", "-") + "\n")
 knobs = state.get("knobs", {{}})
 ts = int(time.time())
 
@@ -359,6 +361,35 @@ def test_winrm_address_fallback_is_the_lab_network(
     )
     assert "Fallback-Secret-1" not in repr(t)
     assert progress == ["rdplab: host: no winrm-config; using 192.168.56.11:5985 from the lab file"]
+
+
+@pytest.mark.winrm_loopback
+def test_worker_drives_its_own_pair(
+    fake_vagrant: FakeVagrant, vms: dict[str, Responder], tmp_path: Path
+) -> None:
+    """pytest-xdist worker gw2: pair 2 of the Vagrantfile, told by RDPLAB_WORKER=2 on every
+    vagrant command, its machines client-w2/host-w2, the scenario on 192.168.58.x."""
+    state = fake_vagrant.state
+    state["machines"] = {f"{vm}-w2": m for vm, m in state["machines"].items()}
+    fake_vagrant.set_state(state)
+    p, _ = provider(tmp_path, worker=2)
+    assert p.vms == {"client": "client-w2", "host": "host-w2"}
+    healthy = p.place(LAB.scenario("healthy"))
+    assert (healthy.network.client_address, healthy.network.host_address) == (
+        "192.168.58.10",
+        "192.168.58.11",
+    )
+    assert p.rdp_endpoint(healthy) == ("192.168.58.11", 3389)
+    try:
+        run = run_scenario(p, LAB.scenario("healthy"))
+    finally:
+        p.close()
+    assert run.error is None, f"{run.failed_step}: {run.error}"
+    assert run.scenario.network.host_address == "192.168.58.11"  # the reset step placed it
+    names = {a[-1] for a in fake_vagrant.calls() if a[0] in ("up", "winrm-config")}
+    assert names == {"client-w2", "host-w2"}
+    env = (fake_vagrant.dir / "env.log").read_text().split()
+    assert env and set(env) == {"2"}
 
 
 def test_rdp_endpoint_is_the_hosts_private_address(tmp_path: Path) -> None:
