@@ -181,6 +181,14 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if pool and session.provider_name != "inventory":
         raise pytest.UsageError("rdplab: --lab-pool needs --lab-provider=inventory")
+    workers = getattr(config.option, "numprocesses", None)
+    shared = session.provider_name == "inventory" and not pool and workerinput is None
+    if shared and isinstance(workers, int) and workers > 1:
+        raise pytest.UsageError(
+            f"rdplab: -n {workers} would run {workers} workers on the one lab of"
+            f" {inventory or 'inventory.yaml'}; give each its own: --lab-pool=FILE"
+            " (docs/scale.md)"
+        )
     try:  # the report's Environment table (pytest-html shows pytest-metadata)
         from pytest_metadata.plugin import metadata_key
 

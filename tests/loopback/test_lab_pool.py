@@ -140,3 +140,13 @@ def test_lab_that_fails_when_contacted_is_one_error_and_no_scenario(
     assert "rdplab: the lab cannot be reached: 127.0.0.1" in out
     assert "Interrupted: rdplab: the lab cannot be reached" in out
     assert "not-a-real-Secret-1" not in out
+
+
+def test_workers_on_one_inventory_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    inventory = pytester.path / "inventory.yaml"
+    inventory.write_text(INVENTORY.format(port=closed_port()))
+    result = lab_suite(
+        pytester, "--lab-provider=inventory", f"--lab-inventory={inventory}", "-n", "2"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*rdplab: -n 2 would run 2 workers on the one lab of*--lab-pool*"])
