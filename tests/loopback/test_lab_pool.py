@@ -93,9 +93,11 @@ def test_unreachable_inventory_stops_the_run_once(
     else:
         monkeypatch.setenv("RDPLAB_UNREACHABLE_PW", "not-a-real-Secret-1")
         line = f"*rdplab: 127.0.0.1:{port} (client): cannot connect for winrm: *"
-    result = lab_suite(
-        pytester, "--lab-provider=inventory", f"--lab-inventory={inventory}", *workers
-    )
+    where = [f"--lab-inventory={inventory}"]
+    if workers:  # several workers need several labs: a pool (of one lab, enough here)
+        (pytester.path / "pool.yaml").write_text("labs: [inventory.yaml]\n")
+        where = [f"--lab-pool={pytester.path / 'pool.yaml'}"]
+    result = lab_suite(pytester, "--lab-provider=inventory", *where, *workers)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([line])
     text = result.stdout.str() + result.stderr.str()
