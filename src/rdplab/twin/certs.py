@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import itertools
 import os
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,9 +36,12 @@ _POOL_SIZE = 4
 def _pooled_key(slot: int) -> rsa.RSAPrivateKey:
     # RSA key generation costs tens of milliseconds (sometimes hundreds); the twin reuses a
     # small pool so the whole scenario matrix stays fast. Thumbprints still differ (serial
-    # and dates). The pool is kept in the user's cache directory between sessions: these
-    # are the simulated machines' keys, worth nothing outside the twin (docs/scale.md).
-    path = _key_cache() / f"twin-key-{slot}.pem"
+    # and dates). The pool is kept between sessions (_key_cache): these are the simulated
+    # machines' keys, worth nothing outside the twin (docs/scale.md).
+    cache = _key_cache()
+    if cache is None:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = cache / f"twin-key-{slot}.pem"
     try:
         key = serialization.load_pem_private_key(
             path.read_bytes(), None, unsafe_skip_rsa_key_validation=True
@@ -63,12 +67,20 @@ def _pooled_key(slot: int) -> rsa.RSAPrivateKey:
     return key
 
 
-def _key_cache() -> Path:
-    """``$RDPLAB_KEY_CACHE``, else ``$XDG_CACHE_HOME/rdplab`` (``~/.cache/rdplab``)."""
+def _key_cache() -> Path | None:
+    """``$RDPLAB_KEY_CACHE``, else ``rdplab-keys-<uid>`` in the system's temporary directory
+    (not under the home directory: a tool run with HOME pointing at a project would leave
+    the keys there). None (no cache) when that directory belongs to another user."""
     if os.environ.get("RDPLAB_KEY_CACHE"):
         return Path(os.environ["RDPLAB_KEY_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rdplab"
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = Path(tempfile.gettempdir()) / f"rdplab-keys-{uid}"
+    try:
+        if path.exists() and path.stat().st_uid != uid:
+            return None  # someone else's directory: never read, never written
+    except OSError:
+        pass
+    return path
 
 
 _slots = itertools.count()
