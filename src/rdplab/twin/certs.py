@@ -274,22 +274,14 @@ def lab_ca_issued(subject: str, cdp: str) -> IssuedCert:
     ca_cert = _build("rdplab Lab CA", None, ca_key, ca_key, dt.timedelta(days=3650), ca=True)
     key = _pooled_key(1)
     cert = _build(subject, ca_cert.subject, ca_key, key, dt.timedelta(days=365), cdp=cdp)
-    pfx_b64 = base64.b64encode(legacy_pfx(key, cert, [ca_cert])).decode()
-    _MADE_PFX[pfx_b64] = (key, cert)  # importing it needs no PKCS#12 parse
-    return IssuedCert(pfx_b64, thumbprint(cert), cdp)
-
-
-#: PFXs this process made (lab_ca_issued), with what they hold
-_MADE_PFX: dict[str, tuple[Any, x509.Certificate]] = {}
+    pfx = legacy_pfx(key, cert, [ca_cert])
+    return IssuedCert(base64.b64encode(pfx).decode(), thumbprint(cert), cdp)
 
 
 @lru_cache(maxsize=8)
 def _load_pfx(pfx_b64: str, password: str | None) -> tuple[Any, x509.Certificate | None]:
     """A PFX's key and certificate. Decoding one costs ~0.1 s (PKCS#12's key derivation);
-    the lab imports the same PFX in every scenario that needs it, so the parse is kept (and
-    the lab CA's own, made in this process, is not parsed at all)."""
-    if password is None and pfx_b64 in _MADE_PFX:
-        return _MADE_PFX[pfx_b64]
+    the lab imports the same PFX in every scenario that needs it, so the parse is kept."""
     secret = password.encode() if password else None
     key, cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(pfx_b64), secret)
     return key, cert
