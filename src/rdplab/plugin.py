@@ -354,6 +354,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if props is None or props[0] is not run:  # computed once per scenario, not per test
         props = _PROPS[id(run)] = (run, properties(run))
     item.user_properties.extend(props[1])
+    if not item.config.getoption("htmlpath", None):
+        return  # no HTML report (the page's only reader): no evidence, no section heads
     evidence = evidence_html(run, aspect)
     # for the page's matrix and sections (plain data: travels from xdist workers too)
     report.rdplab = {"scenario": run.scenario.id, "aspect": aspect, "evidence": evidence}
