@@ -200,7 +200,8 @@ def _rd_firewalls(snapshot: Snapshot) -> tuple[list[tuple[int, str]], dict[str, 
     listener = policy.listener_port(lookup(snapshot))
     if listener != win.DEFAULT_RDP_PORT:
         ports.append((listener, win.TS_PROGRAM))
-    return ports, {p: Firewall.from_json({**data, "active_profile": p}) for p in PROFILES}
+    parsed = Firewall.from_json(data)  # parsed once; each profile shares its (read-only) rules
+    return ports, {p: Firewall(parsed.profiles, parsed.rules, p) for p in PROFILES}
 
 
 def rd_exposure(snapshot: Snapshot) -> dict[int, set[str]]:
