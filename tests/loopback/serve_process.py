@@ -48,7 +48,7 @@ class Served:
                 return line
         raise AssertionError(f"no line with {text!r} in {self.output!r}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         """Send ``sig``, wait for the exit, keep the rest of stdout; the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

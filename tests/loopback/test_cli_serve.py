@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -40,6 +41,21 @@ def test_serves_the_healthy_host_until_signalled(sig: int) -> None:
     assert "no Windows runs here" in lines[1]
     assert lines[-1] == "rdplab serve: stopped"
     assert "host:" not in served.output  # the reason is told only with --reveal
+
+
+def test_a_silent_client_does_not_hold_the_stop() -> None:
+    """A client that connects and then says nothing (a handler waiting mid-handshake)
+    must not keep SIGTERM from ending the command promptly."""
+    with serving("--scenario", "healthy", "--port", "0") as served:
+        silent = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+        try:
+            time.sleep(1)  # accepted: its handler now waits for the X.224 request
+            start = time.monotonic()
+            assert served.stop(signal.SIGTERM, timeout=15) == 0
+            assert time.monotonic() - start < 8
+        finally:
+            silent.close()
+    assert served.output.splitlines()[-1] == "rdplab serve: stopped"
 
 
 @pytest.mark.parametrize(

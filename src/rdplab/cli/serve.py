@@ -17,6 +17,9 @@ import typer
 from rdplab.cli.app import app, fail
 from rdplab.errors import RdplabError
 
+#: How long a stop waits for open connections to close before the command exits anyway.
+STOP_GRACE_S = 3.0
+
 
 def _say(lock: threading.Lock, line: str) -> None:
     with lock:
@@ -95,7 +98,11 @@ def serve(
         while not stop.wait(0.2):
             pass
     finally:
-        server.stop()
+        # Stop within a bounded time: a connection stuck mid-handshake (a client that
+        # went silent) must not keep Ctrl+C or SIGTERM from ending the command.
+        stopper = threading.Thread(target=server.stop, daemon=True)
+        stopper.start()
+        stopper.join(STOP_GRACE_S)
         for s, handler in previous.items():
             signal.signal(s, handler)
     _say(lock, "rdplab serve: stopped")
