@@ -205,12 +205,6 @@ def gather_all(machines: LabMachines, net: Network) -> dict[Role, Facts]:
     return gathered
 
 
-def gather_both(machines: LabMachines, net: Network) -> tuple[Facts, Facts]:
-    """(client, host) facts; see ``gather_all``."""
-    facts = gather_all(machines, net)
-    return facts["client"], facts["host"]
-
-
 def detect(facts: Mapping[Role, Facts], net: Network) -> list[Finding]:
     return cat.detect_all(DetectContext(facts["client"], facts["host"], net))
 
@@ -594,8 +588,6 @@ STEPS = steps(
 BREAK = steps("reset", "break")
 #: Read-only: what is wrong and what the user sees (diagnose, exercise check).
 DIAGNOSE = steps("gather", "detect", "connect")
-#: Repair and prove it (``rdplab fix`` after a diagnose).
-REPAIR = steps("fix", "verify-gather", "verify-detect", "verify-connect")
 #: Real machines as they are (``rdplab diagnose --inventory``): nothing is restored.
 DIAGNOSE_AS_IS = steps("attach", "gather", "detect", "connect")
 #: Repair what detection found, and prove it (``rdplab fix`` after DIAGNOSE).
