@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rdplab import baselines, yamlfile
 from rdplab import catalog as cat
-from rdplab.catalog.base import ROLES, Fault, Fix, Placement, Role
+from rdplab.catalog.base import ROLES, STAGES, Fault, Fix, Placement, Role
 from rdplab.errors import LabFileError, OpError
 from rdplab.network import Network
 from rdplab.ops import VOCABULARY, Op, render_op, validate_op
+from rdplab.plan import Part, conflicts
 
 _ID = r"^[a-z0-9][a-z0-9-]*$"
 
@@ -94,6 +95,23 @@ class PlacedFault:
 
 
 @dataclass(frozen=True)
+class Masked:
+    """One placed fault hidden by others: ``kind`` is ``detectors`` (declared in the
+    catalog, ``Fault.hides``) or ``connection`` (an earlier stage fails first)."""
+
+    fault: str  # the hidden fault's label, e.g. licensing-cache-stale@client
+    by: tuple[str, ...]  # the labels of what hides it
+    kind: Literal["detectors", "connection"]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fault": self.fault, "by": list(self.by), "kind": self.kind, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"{self.fault} hidden from the {self.kind} by {', '.join(self.by)}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class ScenarioFix:
     """The fix a scenario brings along; it replaces the catalog's fixes for that scenario.
 
@@ -125,8 +143,53 @@ class Scenario:
     def healthy(self) -> bool:
         return not self.faults
 
-    def expected(self) -> set[tuple[str, Role]]:
+    def placed(self) -> set[tuple[str, Role]]:
+        """Every (fault, machine) the scenario puts in place."""
         return {(pf.fault.id, pf.placement.on) for pf in self.faults}
+
+    def expected(self) -> set[tuple[str, Role]]:
+        """What the detectors must find after the break: every placed fault except those
+        another placed fault hides (``hidden``)."""
+        return self.placed() - set(self.hidden())
+
+    def hidden(self) -> dict[tuple[str, Role], Masked]:
+        """Placed faults that another placed fault hides from the detectors, by the
+        catalog's declarations (``Fault.hides``)."""
+        out: dict[tuple[str, Role], Masked] = {}
+        for by in self.faults:
+            for h in by.fault.hides:
+                for pf in self.faults:
+                    if pf.fault.id == h.fault and h.on in (None, pf.placement.on):
+                        out[(pf.fault.id, pf.placement.on)] = Masked(
+                            pf.label, (by.label,), "detectors", h.reason
+                        )
+        return out
+
+    def unreached(self) -> list[Masked]:
+        """Placed faults the connection never reaches: an earlier stage fails first (each
+        fault's ``Symptom.stage``, in the order of ``STAGES``). After the faults at the
+        first failing stage are fixed, the connection gets further and meets them."""
+        if not self.faults:
+            return []
+        first = min(STAGES.index(pf.fault.symptom.stage) for pf in self.faults)
+        at_first = tuple(
+            pf.label for pf in self.faults if STAGES.index(pf.fault.symptom.stage) == first
+        )
+        return [
+            Masked(
+                pf.label,
+                at_first,
+                "connection",
+                f"the connection stops at {STAGES[first]} and never reaches"
+                f" {pf.fault.symptom.stage}",
+            )
+            for pf in self.faults
+            if STAGES.index(pf.fault.symptom.stage) > first
+        ]
+
+    def masking(self) -> list[Masked]:
+        """Everything hidden in this scenario, from the detectors or from the connection."""
+        return list(self.hidden().values()) + self.unreached()
 
 
 @dataclass
@@ -309,6 +372,7 @@ def _scenario(
         role: getattr(spec.machines, role).computer_name or _computer_name(network, role)
         for role in ROLES
     }
+    _check_conflicts(doc, placed, (*loc, "faults"), network)
     fix = _scenario_fix(doc, sc, loc, network) if sc.fix is not None else None
     return Scenario(
         id=sc.id,
@@ -322,6 +386,22 @@ def _scenario(
         baseline_search=search,
         fix=fix,
     )
+
+
+def _check_conflicts(
+    doc: yamlfile.Located, placed: list[PlacedFault], loc: yamlfile.PathKey, network: Network
+) -> None:
+    """Two faults that want different end states of one thing on one machine cannot both
+    be in place (``rdplab.plan.conflicts``): the usual file/line/field error."""
+    ctx = network.context()
+    for role in ROLES:
+        parts = [
+            Part(pf.label, tuple(render_op(o, ctx) for o in pf.placement.breaks.get(role, ())))
+            for pf in placed
+        ]
+        clash = conflicts(parts)
+        if clash:
+            raise doc.error(loc, f"faults conflict on {role}: {clash[0]}")
 
 
 class OpSpecEntry(_Strict):

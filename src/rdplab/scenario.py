@@ -32,6 +32,7 @@ from rdplab.facts import Facts
 from rdplab.lab import Scenario
 from rdplab.network import Network
 from rdplab.ops import BatchResult, Op, render, render_op
+from rdplab.plan import Part, compose
 from rdplab.providers.base import LabMachines, Provider
 from rdplab.security import Weakening, judge
 
@@ -134,11 +135,8 @@ class ScenarioRun:
         return {role: [str(o) for o in ops] for role, ops in self._fix_plan().items()}
 
     def _fix_plan(self) -> dict[str, list[Op]]:
-        plan: dict[str, list[Op]] = {}
-        for af in self.fixes:
-            for role, ops in af.ops.items():
-                plan.setdefault(role, []).extend(ops)
-        return plan
+        """The chosen fixes as one batch per machine, composed (``rdplab.plan``)."""
+        return fix_plan(self.fixes)
 
 
 def allowed(path: str, patterns: list[str]) -> bool:
@@ -279,14 +277,37 @@ def fixes_for_findings(
     return chosen, withheld, refused
 
 
-def break_plan(scenario: Scenario) -> dict[Role, list[Op]]:
-    """The ops that put the scenario's faults in place, per machine."""
+def break_parts(scenario: Scenario, role: Role) -> list[Part]:
+    """Each placed fault's break ops on ``role``, rendered for the scenario's network."""
     ctx = scenario.network.context()
+    return [
+        Part(pf.label, tuple(render_op(o, ctx) for o in pf.placement.breaks.get(role, ())))
+        for pf in scenario.faults
+        if pf.placement.breaks.get(role)
+    ]
+
+
+def break_plan(scenario: Scenario) -> dict[Role, list[Op]]:
+    """The ops that put the scenario's faults in place: one composed batch per machine
+    (``rdplab.plan``: service start types first, run states last)."""
     plan: dict[Role, list[Op]] = {}
     for role in ROLES:
-        ops = [
-            render_op(o, ctx) for pf in scenario.faults for o in pf.placement.breaks.get(role, ())
-        ]
+        ops = compose(break_parts(scenario, role))
+        if ops:
+            plan[role] = ops
+    return plan
+
+
+def fix_parts(fixes: Iterable[AppliedFix], role: Role) -> list[Part]:
+    return [Part(af.fix.id, tuple(af.ops[role])) for af in fixes if af.ops.get(role)]
+
+
+def fix_plan(fixes: Iterable[AppliedFix]) -> dict[str, list[Op]]:
+    """Fixes as one composed batch per machine (``rdplab.plan``)."""
+    fixes = list(fixes)
+    plan: dict[str, list[Op]] = {}
+    for role in ROLES:
+        ops = compose(fix_parts(fixes, role))
         if ops:
             plan[role] = ops
     return plan
@@ -424,7 +445,7 @@ def fix_exports(run: ScenarioRun) -> dict[Role, Any]:
             exports = ex.catalog_exports(cat.get(af.fault), af.fix.id, run.scenario.network)
             out[role] = next(e for e in exports if e.role == role)
             continue
-        ops = tuple(o for af in applied for o in af.ops[role])
+        ops = tuple(compose(fix_parts(applied, role)))
         risky = any(af.fix.risk == "lowers-security" for af in applied)
         fix = Fix(
             "+".join(af.fix.id for af in applied),
@@ -465,6 +486,23 @@ def apply_exported(run: ScenarioRun) -> dict[str, BatchResult]:
                 f"fix script {export.filename} on {role} failed: {result.errors[0].error}"
             )
     return results
+
+
+def first_fixes(scenario: Scenario) -> list[AppliedFix]:
+    """The first fix of a scenario where something is hidden: the catalog fixes of the
+    faults that hide others (``Scenario.masking``), nothing else."""
+    labels = {label for m in scenario.masking() for label in m.by}
+    hiders = {(pf.fault.id, pf.placement.on) for pf in scenario.faults if pf.label in labels}
+    chosen, _ = plan_fixes(scenario)
+    return [af for af in chosen if (af.fault, af.on) in hiders]
+
+
+@step("fix-first")
+def fix_first(run: ScenarioRun) -> None:
+    """Fix only what hides other faults; the steps after it must then find them (the
+    detectors the declared ones, the connection the ones it did not reach)."""
+    run.fixes = first_fixes(run.scenario)
+    run.fix_results = apply_plan(run.lab, run._fix_plan(), "first fix")
 
 
 @step("plan-fix", remote=False)
@@ -590,6 +628,8 @@ BREAK = steps("reset", "break")
 DIAGNOSE = steps("gather", "detect", "connect")
 #: Real machines as they are (``rdplab diagnose --inventory``): nothing is restored.
 DIAGNOSE_AS_IS = steps("attach", "gather", "detect", "connect")
+#: What was hidden comes to light once its hiders are fixed (the composition tests).
+UNMASK = steps("reset", "break", "fix-first", "gather", "detect", "connect")
 #: Repair what detection found, and prove it (``rdplab fix`` after DIAGNOSE).
 REPAIR_FOUND = steps("plan-fix", "apply-fix", "verify-gather", "verify-detect", "verify-connect")
 

@@ -124,6 +124,21 @@ class DetectContext:
         return self.client if role == "client" else self.host
 
 
+@dataclass(frozen=True)
+class Hides:
+    """A declaration that this fault hides another from the detectors on real Windows:
+    while both are in place, the other fault's broken state cannot be seen in the facts
+    (this fault replaced it, or nothing that shows it can be read). ``reason`` says why,
+    with its source or, where the sources are silent, the stated reasoning. The lab then
+    expects the hidden fault to be reported as hidden (not found), and found once this
+    fault's fix has run. Hiding from the connection (an earlier stage fails first) needs
+    no declaration: it follows from each fault's ``Symptom.stage``."""
+
+    fault: str
+    reason: str
+    on: Role | None = None  # where the hidden fault sits (None: any machine)
+
+
 Detector = Callable[[DetectContext], list[Finding]]
 #: What a fault needs gathered on a machine beyond the defaults, given the facts of the
 #: machines gathered before it (the gather step gathers the host first): extra gather
@@ -147,6 +162,7 @@ class Fault:
     baselines: Mapping[Role, str] = field(default_factory=dict)  # needs these machines
     transport: str | None = None  # needs this transport (None: any)
     gather_needs: GatherNeeds = no_gather_needs  # extra facts its detector reads
+    hides: tuple[Hides, ...] = ()  # faults it hides from the detectors (declared, with why)
 
     @property
     def roles(self) -> tuple[Role, ...]:
@@ -187,6 +203,7 @@ class Fault:
                 for f in p.fixes
             ],
             "needs": {"baselines": dict(self.baselines), "transport": self.transport},
+            "hides": [{"fault": h.fault, "on": h.on, "reason": h.reason} for h in self.hides],
             "sources": list(self.sources),
         }
 

@@ -13,6 +13,7 @@ s6; seed article: a reboot recreates it).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from rdplab import windows as win
 from rdplab.catalog.base import (
@@ -33,28 +34,50 @@ ID = "rdp-cert-corrupt"
 
 
 def detect(ctx: DetectContext) -> list[Finding]:
+    """Two broken states, both seen from the host's facts:
+
+    - the certificate the listener uses (the one SSLCertificateSHA1Hash binds, else the
+      'Remote Desktop' store's) has no usable private key: TLS fails now;
+    - a certificate in the 'Remote Desktop' store has a corrupt key while another one is
+      bound: TLS works today, but the self-signed certificate is what TermService falls
+      back to when the binding goes, and it will not make a new one while the broken one
+      is there (event 1057). Still a finding: broken state the detectors can see is
+      reported, whether or not the current connection meets it."""
     bound = ctx.host.value(win.RDP_TCP_KEY, "SSLCertificateSHA1Hash")
     certs = [c for store in ctx.host.raw["certificates"].values() for c in store]
+    store_certs = ctx.host.certificates(RD_STORE)
     if bound is not None:
         chosen = [c for c in certs if c["thumbprint"] == str(bound).upper()]
         where = f"bound by SSLCertificateSHA1Hash={str(bound).upper()}"
     else:
-        chosen = ctx.host.certificates(RD_STORE)
+        chosen = store_certs
         where = f"'{RD_STORE}' store"
-    if any(c["key"] == "ok" for c in chosen):
-        return []
-    return [
-        finding(
-            ID,
-            "host",
-            f"no certificate with a usable private key ({where})",
-            certificates=[
-                {"thumbprint": c["thumbprint"], "key": c["key"], "key_file": c["key_file"]}
-                for c in chosen
-            ],
-            **_events(ctx.host),
-        )
-    ]
+    if not any(c["key"] == "ok" for c in chosen):
+        return [_finding(f"no certificate with a usable private key ({where})", chosen, ctx)]
+    fallback = [c for c in store_certs if c not in chosen]
+    if bound is not None and fallback and not any(c["key"] == "ok" for c in fallback):
+        return [
+            _finding(
+                f"the '{RD_STORE}' store's certificate has no usable private key; not in use"
+                f" now ({where}), but TermService falls back to it when the binding goes",
+                fallback,
+                ctx,
+            )
+        ]
+    return []
+
+
+def _finding(summary: str, certs: list[dict[str, Any]], ctx: DetectContext) -> Finding:
+    return finding(
+        ID,
+        "host",
+        summary,
+        certificates=[
+            {"thumbprint": c["thumbprint"], "key": c["key"], "key_file": c["key_file"]}
+            for c in certs
+        ],
+        **_events(ctx.host),
+    )
 
 
 def _events(host: Facts) -> dict[str, object]:
