@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rdplab import catalog as cat
-from rdplab.catalog.base import Finding
+from rdplab.catalog.base import STAGES, Finding
 from rdplab.connection import ConnectionResult
 from rdplab.scenario import ScenarioRun, offered_fixes
 
@@ -82,6 +82,49 @@ def findings_json(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     ]
 
 
+def hidden_json(
+    findings: Sequence[Finding], conn: ConnectionResult | None, run: ScenarioRun
+) -> list[dict[str, Any]]:
+    """What is hidden, and by what: never silent.
+
+    - hidden from the connection: a finding whose fault breaks a later stage than the one
+      the connection fails at (fix the earlier one first, then the connection meets it);
+    - hidden from the detectors: on the sim, the scenario's placed faults the catalog
+      declares hidden (``Fault.hides``); on real machines, what a found fault may hide
+      (``possible``: it cannot be seen until that fault is fixed)."""
+    out: list[dict[str, Any]] = []
+    stages = list(STAGES)
+    failed = conn.failed_stage if conn is not None and not conn.ok else None
+    if failed in stages:
+        at = [f for f in findings if cat.get(f.fault).symptom.stage == failed]
+        for f in findings:
+            stage = cat.get(f.fault).symptom.stage
+            if stages.index(stage) > stages.index(str(failed)):
+                out.append(
+                    {
+                        "fault": f"{f.fault}@{f.role}",
+                        "by": [f"{a.fault}@{a.role}" for a in at] or [f"the {failed} failure"],
+                        "kind": "connection",
+                        "reason": f"the connection stops at {failed} and never reaches {stage}",
+                    }
+                )
+    if run.provider == "sim" and run.scenario.faults:
+        out.extend(m.to_json() for m in run.scenario.hidden().values())
+    else:
+        for f in findings:
+            for h in cat.get(f.fault).hides:
+                out.append(
+                    {
+                        "fault": h.fault + (f"@{h.on}" if h.on else ""),
+                        "by": [f"{f.fault}@{f.role}"],
+                        "kind": "detectors",
+                        "reason": h.reason,
+                        "possible": True,
+                    }
+                )
+    return out
+
+
 def diagnosis_json(
     run: ScenarioRun, source: Sequence[str], *, after: bool = False
 ) -> dict[str, Any]:
@@ -97,6 +140,7 @@ def diagnosis_json(
         "findings": findings_json(findings),
         "connection": connection_json(conn),
         "fixes": fixes_json(findings, run, source),
+        "hidden": hidden_json(findings, conn, run),
         "calls": dict(run.calls),
         "error": run.error,
     }
@@ -119,6 +163,15 @@ def print_diagnosis(doc: dict[str, Any], console: Any, title: str = "Diagnosis")
             console.print(f"  RDP_NEG_FAILURE code {conn['negotiation_failure']}")
         for stage, why in conn["not_probed"].items():
             console.print(f"  [dim]not probed: {stage} ({why})[/]", soft_wrap=True)
+    if doc["hidden"]:
+        console.print("\n[bold]Hidden[/] (each shows once what hides it is fixed)")
+    for h in doc["hidden"]:
+        may = "may be hidden" if h.get("possible") else "is hidden"
+        console.print(
+            f"  {h['fault']} {may} from the {h['kind']} by {', '.join(h['by'])}: {h['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if doc["findings"]:
         console.print("\n[bold]Findings[/]")
     for f in doc["findings"]:
@@ -159,6 +212,14 @@ def diagnosis_html(doc: dict[str, Any], title: str = "rdplab diagnose") -> str:
         notes = [*conn["notes"], *(f"{k}: not probed ({v})" for k, v in conn["not_probed"].items())]
         if notes:
             parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+    if doc["hidden"]:
+        parts.append("<h2>Hidden</h2><ul>")
+        parts.extend(
+            f"<li>{e(h['fault'])} hidden from the {e(h['kind'])} by {e(', '.join(h['by']))}:"
+            f" {e(h['reason'])}</li>"
+            for h in doc["hidden"]
+        )
+        parts.append("</ul>")
     parts.append(f"<h2>Findings ({len(doc['findings'])})</h2>")
     for f in doc["findings"]:
         parts.append(

@@ -289,6 +289,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("lab_scenario", scenarios, ids=[s.id for s in scenarios], scope="session")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A lab test with no scenario to run here (a shard without the healthy scenario, a
+    lab file without faulted ones) is deselected, not shown as pytest's empty-parameter
+    skip (``[NOTSET]``)."""
+    empty = [item for item in items if _without_scenario(item)]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [item for item in items if item not in empty]
+
+
+def _without_scenario(item: pytest.Item) -> bool:
+    if "lab_scenario" not in getattr(item, "fixturenames", ()):
+        return False
+    callspec = getattr(item, "callspec", None)
+    params: dict[str, Any] = callspec.params if callspec is not None else {}
+    return not isinstance(params.get("lab_scenario"), Scenario)
+
+
 @pytest.fixture(scope="session")
 def lab_session(pytestconfig: pytest.Config) -> LabSession:
     """The lab file, provider and the cache of scenario runs."""

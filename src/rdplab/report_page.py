@@ -394,11 +394,28 @@ def section_head(run: ScenarioRun) -> str:
             if run.error
             else ""
         )
+        + hidden_list(run)
         + diagrams(run)
         + '<div class="rdplab-evidence"><h4>settings changed</h4>'
         + settings_table(run)
         + "</div>"
     )
+
+
+def hidden_list(run: ScenarioRun) -> str:
+    """What one placed fault hides of another, and why (``Scenario.masking``): declared in
+    the catalog (hidden from the detectors) or an earlier stage failing first (hidden from
+    the connection). Each is met once what hides it is fixed."""
+    masked = run.scenario.masking()
+    if not masked:
+        return ""
+    items = "".join(
+        f'<li data-hidden="{_e(m.fault)}" data-kind="{_e(m.kind)}"><b>{_e(m.fault)}</b>'
+        f" is hidden from the {_e(m.kind)} by {_e(', '.join(m.by))}: {_e(m.reason)};"
+        " it shows once that is fixed</li>"
+        for m in masked
+    )
+    return f'<div class="rdplab-hidden"><h4>hidden</h4><ul>{items}</ul></div>'
 
 
 def section(

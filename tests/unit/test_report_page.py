@@ -107,3 +107,12 @@ def test_without_a_fix_the_table_shows_the_break_alone() -> None:
     rows = settings_rows(run)
     assert [r[1].rsplit("\\", 1)[-1] for r in rows] == ["PortNumber"]
     assert rows[0][2:5] == (3389, 3390, None)
+
+
+def test_the_section_says_what_is_hidden_and_by_what() -> None:
+    run = run_scenario(get_provider("sim"), LAB.scenario("firewall-and-licensing"))
+    head = section_head(run)
+    assert '<li data-hidden="licensing-cache-stale@client" data-kind="connection">' in head
+    assert "hidden from the connection by firewall-blocked@host" in head
+    alone = section_head(run_scenario(get_provider("sim"), LAB.scenario("rdp-disabled")))
+    assert "rdplab-hidden" not in alone

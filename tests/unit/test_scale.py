@@ -48,9 +48,27 @@ def collected_scenarios(p: pytest.Pytester, *args: str) -> set[str]:
     assert result.ret == 0, result.stdout.str()
     ids = set()
     for line in result.stdout.lines:
-        if "::" in line and line.endswith("]") and not line.endswith("[NOTSET]"):
+        assert not line.endswith("[NOTSET]"), line  # an empty shard deselects, no skip
+        if "::" in line and line.endswith("]"):
             ids.add(line.rsplit("[", 1)[1][:-1])
     return ids
+
+
+def test_a_shard_without_the_healthy_scenario_deselects_its_test(
+    lab_dir: pytest.Pytester,
+) -> None:
+    """No pytest empty-parameter skip ([NOTSET]) for a test with no scenario in the shard."""
+    shard = next(
+        f"{i}/3"
+        for i in (1, 2, 3)
+        if "healthy" not in collected_scenarios(lab_dir, f"--lab-shard={i}/3")
+    )
+    result = lab_dir.runpytest(f"--lab-file={LAB_FILE}", f"--lab-shard={shard}", "-rs")
+    assert result.ret == 0, result.stdout.str()
+    out = result.stdout.str()
+    assert "NOTSET" not in out and "got empty parameter set" not in out
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) == 0 and outcomes.get("deselected", 0) == 1, outcomes
 
 
 def test_three_shards_are_disjoint_and_cover_the_lab_file(lab_dir: pytest.Pytester) -> None:

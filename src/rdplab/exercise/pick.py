@@ -96,14 +96,23 @@ def draw(
 def solvable(scenario: Scenario) -> ScenarioRun | None:
     """The sim run (``BREAK`` + ``DIAGNOSE``) if, broken on fresh twins, the detectors find
     exactly the placed causes and the client sees a failure (so the trainee can find them
-    and the grading is fair); else None."""
+    and the grading is fair); else None. A draw where the catalog declares one cause hidden
+    from the detectors by another is not fair to grade either: None. A break that stops is
+    a bug in the catalog or the composition rule (``rdplab.plan``), never a redraw: it is
+    raised."""
     from rdplab.providers import get_provider
     from rdplab.scenario import BREAK, DIAGNOSE, run_scenario
 
+    if scenario.hidden():
+        return None
     run = run_scenario(get_provider("sim"), scenario, BREAK + DIAGNOSE)
+    if run.error is not None:
+        labels = ", ".join(pf.label for pf in scenario.faults)
+        raise RdplabError(
+            f"exercise {scenario.id} ({labels}) stopped at {run.failed_step}: {run.error}"
+        )
     ok = (
-        run.error is None
-        and {(f.fault, f.role) for f in run.findings} == scenario.expected()
+        {(f.fault, f.role) for f in run.findings} == scenario.expected()
         and run.connection is not None
         and not run.connection.ok
     )
