@@ -14,12 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from rdplab import policy
 from rdplab import windows as win
 from rdplab.catalog import credssp_oracle_mismatch as credssp
 from rdplab.catalog.base import SOCKET_CLOSED
 from rdplab.network import Network
 from rdplab.twin.machine import Twin
+from rdplab.twin.router import ETHERNET_MTU, RouterTwin
 
 PROTOCOL_RDP, PROTOCOL_SSL, PROTOCOL_HYBRID, PROTOCOL_HYBRID_EX = 0x0, 0x1, 0x2, 0x8
 SSL_REQUIRED_BY_SERVER = 0x1
@@ -90,12 +93,17 @@ class _Run:
 
 
 def connect(
-    client: Twin, host: Twin, net: Network, host_address: str | None = None
+    client: Twin,
+    host: Twin,
+    net: Network,
+    host_address: str | None = None,
+    router: RouterTwin | None = None,
 ) -> ConnectionResult:
     """Simulate mstsc on client dialing net.host_name. Runs the client's side effects
-    (resolver cache, MSLicensing recreation on an elevated run)."""
+    (resolver cache, MSLicensing recreation on an elevated run). With a router, the path
+    is walked: the client's link, the router's forward, the host's current address."""
     run = _Run()
-    host_address = host_address or net.host_address
+    host_address = host_address or _current_address(host) or net.host_address
     port = net.target_port
 
     # 1. name resolution
@@ -108,16 +116,38 @@ def connect(
     out = client.firewall.evaluate("Out", "TCP", port)
     if not out.allowed:
         return run.failed("tcp", f"client firewall drops outbound TCP {port}: {out.reason}")
-    if res.address != host_address:
+    if res.address != net.dial_address:
         return run.failed(
             "tcp",
             f"SYN to {res.address}:{port} timed out: no machine there"
-            f" (the host is {host_address}; {res.source} answer is stale)",
+            f" (the host is {net.dial_address}; {res.source} answer is stale)",
+        )
+    if router is not None and net.client_site == "outside":
+        fwd = router.forward(port)
+        if fwd is None:
+            return run.failed(
+                "tcp",
+                f"SYN to {res.address}:{port} timed out: router {router.outside_address} holds"
+                f" no forward for TCP {port} and drops it",
+            )
+        if fwd.to != host_address:
+            return run.failed(
+                "tcp",
+                f"SYN to {res.address}:{port} timed out: the router forwards TCP {port} to"
+                f" {fwd.to}, where no machine answers (the host is at {host_address})",
+            )
+        run.result.notes.append(
+            f"router {router.outside_address}:{port} -> {fwd.to}:{fwd.to_port} (DNAT)"
+        )
+    elif host_address != net.host_address and net.client_site != "outside":
+        return run.failed(
+            "tcp",
+            f"SYN to {res.address}:{port} timed out: the host moved to {host_address}",
         )
     program = win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
     # the host's inbound rules see the client's address (a rule's RemoteAddress scope)
     inbound = host.firewall.evaluate(
-        "In", "TCP", port, program, peer=net.client_address, local_subnet=net.subnet
+        "In", "TCP", port, program, peer=net.peer_address, local_subnet=net.subnet
     )
     if not inbound.allowed:
         return run.failed(
@@ -195,6 +225,10 @@ def connect(
                     )
         elif cdp:
             run.result.notes.append("revocation check skipped: AllowCertRevocationCheck=0")
+        if router is not None and net.client_site == "vpn":
+            stall = path_mtu_blackhole(router, flight_bytes(host, cert["thumbprint"]))
+            if stall:
+                return run.failed("tls", stall)
         run.passed("tls", f"TLS with {cert['subject']} ({cert['thumbprint'][:12]}...): {why}")
 
     # 5. CredSSP / NLA
@@ -218,6 +252,48 @@ def connect(
     run.passed("licensing", note or "client license store healthy")
     run.result.ok = True
     return run.result
+
+
+#: What a TLS server flight adds to the certificate itself (ServerHello, the key exchange,
+#: record and handshake headers): the lab's estimate for its own listener (rdplab.serve,
+#: TLS 1.2/1.3 with one certificate), not a protocol constant.
+TLS_FLIGHT_OVERHEAD = 400
+IP_TCP_HEADERS = 40  # IPv4 and TCP headers without options (RFC 791, RFC 9293)
+
+
+def flight_bytes(host: Twin, thumbprint: str) -> int:
+    """The size of the host's TLS server flight: its certificate (DER) plus the rest."""
+    entry = host.certs.find(thumbprint)
+    der = len(entry.cert.public_bytes(Encoding.DER)) if entry is not None else 0
+    return der + TLS_FLIGHT_OVERHEAD
+
+
+def path_mtu_blackhole(router: RouterTwin, flight: int) -> str | None:
+    """Why the TLS handshake stalls on a VPN path, or None when the flight gets through.
+
+    Both ends announce an MSS of their interface MTU (1500) minus 40, so the host sends
+    full-size segments. If the flight needs a segment larger than the tunnel's MTU, the
+    router cannot forward it; path MTU discovery (RFC 1191) needs the router's ICMP
+    fragmentation-needed to reach the host. Dropped, the host retransmits the same size
+    until the client gives up: TCP and X.224 worked, TLS never completes. An MSS clamp on
+    the router (or a client tunnel MTU at or below the path's) keeps segments small."""
+    if router.link_mtu >= ETHERNET_MTU or router.icmp_frag_needed or router.mss_clamp:
+        return None
+    segment = min(flight, ETHERNET_MTU - IP_TCP_HEADERS) + IP_TCP_HEADERS
+    if segment <= router.link_mtu:
+        return None
+    return (
+        f"TLS handshake stalled: the host's server flight ({flight} bytes) goes out in"
+        f" {segment}-byte packets, larger than the VPN path's MTU {router.link_mtu}; the"
+        " router drops them and its ICMP fragmentation-needed is dropped too (a path MTU"
+        " black hole), so the client gives up waiting"
+    )
+
+
+def _current_address(host: Twin) -> str | None:
+    """The host's address from its IP configuration, where the twin has one."""
+    address = getattr(host, "address", None)
+    return address() if callable(address) else None
 
 
 def _level(twin: Twin) -> str:

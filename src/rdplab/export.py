@@ -27,18 +27,19 @@ script carries exactly its fix's ops).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rdplab import __version__
+from rdplab import __version__, export_router
 from rdplab import catalog as cat
 from rdplab.agent.assemble import assemble, parts_for_ops
-from rdplab.catalog.base import ROLES, Fault, Fix, Role
+from rdplab.catalog.base import ALL_ROLES, ROLES, Fault, Fix, Role
 from rdplab.errors import RdplabError
-from rdplab.network import Network
+from rdplab.network import Network, RouterNet
 from rdplab.ops import Op, render_op
 
 BATCH_BEGIN = "# BEGIN RDPLAB BATCH"
@@ -63,7 +64,17 @@ class Export:
 
     @property
     def filename(self) -> str:
-        return f"{self.name}.ps1"
+        return f"{self.name}.sh" if self.role == "router" else f"{self.name}.ps1"
+
+
+def network_for(fault: Fault, network: Network | None = None) -> Network:
+    """The network a fault's export is rendered for: the lab's, or the defaults; a fault
+    that needs a router gets the default router where the lab has none."""
+    net = network or Network()
+    if fault.needs_router and net.router is None:
+        site = fault.client_site if fault.client_site in ("outside", "vpn") else "outside"
+        net = dataclasses.replace(net, router=RouterNet(), client_site=site)  # type: ignore[arg-type]
+    return net
 
 
 def catalog_exports(
@@ -71,7 +82,7 @@ def catalog_exports(
 ) -> list[Export]:
     """The exports of one fault: each of its fixes (or the one named), per machine it
     touches, with placeholders filled from ``network`` (the lab's; defaults otherwise)."""
-    ctx = (network or Network()).context()
+    ctx = network_for(fault, network).context()
     fixes: dict[str, Fix] = {}
     for p in fault.placements:
         for fx in p.fixes:
@@ -81,7 +92,7 @@ def catalog_exports(
     chosen = [fixes[fix_id]] if fix_id else list(fixes.values())
     out = []
     for fx in chosen:
-        roles = [r for r in ROLES if fx.ops.get(r)]
+        roles = [r for r in ALL_ROLES if fx.ops.get(r)]
         for role in roles:
             name = f"{fault.id}--{fx.id}" + (f"--{role}" if len(roles) > 1 else "")
             ops = tuple(render_op(o, ctx) for o in fx.ops[role])
@@ -94,7 +105,17 @@ def all_exports(network: Network | None = None) -> list[Export]:
 
 
 def script(export: Export) -> str:
-    """The whole script text (Windows PowerShell 5.1)."""
+    """The whole script text: Windows PowerShell 5.1, or for the router a shell script
+    for a Linux gateway (``rdplab.export_router``)."""
+    if export.role == "router":
+        return export_router.script(
+            export.filename,
+            export.fault,
+            export.fix.id,
+            export.fix.risk,
+            export.fix.summary,
+            list(export.ops),
+        )
     parts = parts_for_ops([o.name for o in export.ops])
     body = assemble(parts)
     has_keymap = any(p.name == "certificates" for p in parts)
@@ -161,7 +182,11 @@ def write(exports: Sequence[Export], out_dir: Path) -> list[Path]:
     written = []
     for e in exports:
         path = out_dir / e.filename
-        path.write_text(script(e), encoding="utf-8-sig", newline="\r\n")  # 5.1 reads BOM'd UTF-8
+        if e.role == "router":
+            path.write_text(script(e), encoding="utf-8", newline="\n")
+            path.chmod(0o755)
+        else:  # Windows PowerShell 5.1 reads BOM'd UTF-8
+            path.write_text(script(e), encoding="utf-8-sig", newline="\r\n")
         written.append(path)
     return written
 

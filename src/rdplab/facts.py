@@ -15,6 +15,7 @@ from rdplab import mslicensing, policy
 from rdplab import windows as win
 from rdplab.errors import BackendError
 from rdplab.twin.firewall import Firewall, Rule, Verdict
+from rdplab.twin.ip import IpConfig
 
 if TYPE_CHECKING:
     from rdplab.network import Network
@@ -65,6 +66,11 @@ class Facts:
             raise BackendError(
                 machine, "facts field 'events' is not a list of {provider, id, ...} objects"
             )
+        if "ip" in raw:  # optional: only when the gather request asked for ip
+            try:
+                IpConfig.from_json(raw["ip"])
+            except ValueError as exc:
+                raise BackendError(machine, f"facts field {exc}") from None
         facts = cls(machine, raw)
         try:
             facts._fw = Firewall.from_json(raw["firewall"])
@@ -112,7 +118,7 @@ class Facts:
         if net is None:
             return self.firewall.evaluate("In", "TCP", port, program)
         return self.firewall.evaluate(
-            "In", "TCP", port, program, peer=net.client_address, local_subnet=net.subnet
+            "In", "TCP", port, program, peer=net.peer_address, local_subnet=net.subnet
         )
 
     def outbound(self, port: int) -> Verdict:
@@ -154,6 +160,34 @@ class Facts:
             return None
         keys = {w.lower() for w in wanted}
         return [e for e in self.raw["events"] if f"{e['provider']}/{e['id']}".lower() in keys]
+
+    @property
+    def ip_gathered(self) -> bool:
+        """Whether the facts hold the ``ip`` section (the gather request asked for ip)."""
+        return "ip" in self.raw
+
+    def ip_interfaces(self) -> list[dict[str, Any]]:
+        """The gathered IPv4 interfaces (alias, dhcp, addresses, gateway); [] when the
+        section was not gathered."""
+        if "ip" not in self.raw:
+            return []
+        return list(self.raw["ip"]["interfaces"])
+
+    def ipv4(self) -> list[dict[str, Any]]:
+        """Every gathered IPv4 address, flattened: alias, address, prefix, origin (Dhcp or
+        Manual) and the interface's dhcp flag, in interface order; [] when the ``ip``
+        section was not gathered."""
+        return [
+            {
+                "alias": iface["alias"],
+                "address": a["address"],
+                "prefix": a["prefix"],
+                "origin": a["origin"],
+                "dhcp": iface["dhcp"],
+            }
+            for iface in self.ip_interfaces()
+            for a in iface["addresses"]
+        ]
 
     def probe(self, url: str) -> dict[str, Any] | None:
         return self.raw["probes"].get(url)  # type: ignore[no-any-return]

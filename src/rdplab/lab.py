@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rdplab import baselines, yamlfile
 from rdplab import catalog as cat
-from rdplab.catalog.base import ROLES, STAGES, Fault, Fix, Placement, Role
+from rdplab.catalog.base import ALL_ROLES, ROLES, STAGES, Fault, Fix, Placement, Role
 from rdplab.errors import LabFileError, OpError
-from rdplab.network import Network
+from rdplab.network import Network, RouterNet
 from rdplab.ops import VOCABULARY, Op, render_op, validate_op
 from rdplab.plan import Part, conflicts
 
@@ -38,6 +38,18 @@ class Machines(_Strict):
     host: MachineSpec
 
 
+class RouterSpec(_Strict):
+    """``network.router``: the NAT gateway between the outside network and the lab LAN."""
+
+    lan_address: str = RouterNet.lan_address
+    outside_address: str = RouterNet.outside_address
+    client_outside_address: str = RouterNet.client_outside_address
+    client_vpn_address: str = RouterNet.client_vpn_address
+    router_vpn_address: str = RouterNet.router_vpn_address
+    moved_address: str = RouterNet.moved_address
+    tunnel_mtu: int = Field(default=RouterNet.tunnel_mtu, ge=576, le=1500)
+
+
 class NetworkSpec(_Strict):
     host_name: str = Network.host_name
     host_address: str = Network.host_address
@@ -47,11 +59,12 @@ class NetworkSpec(_Strict):
     pki_name: str = Network.pki_name
     pki_address: str = Network.pki_address
     port: int = Field(default=Network.port, ge=1, le=65535)
+    router: RouterSpec | None = None
 
 
 class FaultRef(_Strict):
     fault: str
-    on: Literal["client", "host"] | None = None
+    on: Literal["client", "host", "router"] | None = None
     variant: str = "default"
 
 
@@ -71,6 +84,7 @@ class ScenarioSpec(_Strict):
     fix: FixSpec | None = None
     baselines: dict[Literal["client", "host"], str] = {}
     transport: Literal["tcp", "websocket"] | None = None
+    client_site: Literal["lan", "outside", "vpn"] | None = None
     allow_lowers_security: bool = False
 
 
@@ -146,6 +160,12 @@ class Scenario:
     def placed(self) -> set[tuple[str, Role]]:
         """Every (fault, machine) the scenario puts in place."""
         return {(pf.fault.id, pf.placement.on) for pf in self.faults}
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        """The machines of this scenario: client and host, and the router where the lab's
+        network has one."""
+        return (*ROLES, "router") if self.network.router is not None else ROLES
 
     def expected(self) -> set[tuple[str, Role]]:
         """What the detectors must find after the break: every placed fault except those
@@ -297,6 +317,7 @@ def _scenario(
     placed: list[PlacedFault] = []
     wanted_baselines: dict[Role, tuple[str, str]] = {}
     transport: tuple[str, str] | None = None
+    site: tuple[str, str] | None = None
     for j, ref in enumerate(sc.faults):
         floc = (*loc, "faults", j)
         if isinstance(ref, str):
@@ -350,6 +371,28 @@ def _scenario(
                     f" {transport[1]} needs {transport[0]}",
                 )
             transport = (fault.transport, fault.id)
+        if fault.needs_router and spec.network.router is None:
+            raise doc.error(
+                floc,
+                f"fault {fault.id} needs a router between client and host: add network.router"
+                " to the lab file (README, 'Writing a lab file')",
+            )
+        if fault.client_site:
+            if site and site[0] != fault.client_site:
+                raise doc.error(
+                    floc,
+                    f"fault {fault.id} needs client_site {fault.client_site},"
+                    f" {site[1]} needs {site[0]}",
+                )
+            site = (fault.client_site, fault.id)
+    if sc.client_site and site and sc.client_site != site[0]:
+        raise doc.error((*loc, "client_site"), f"fault {site[1]} needs client_site {site[0]}")
+    client_site = sc.client_site or (site[0] if site else "lan")
+    if client_site != "lan" and spec.network.router is None:
+        raise doc.error(
+            (*loc, "client_site"),
+            f"client_site {client_site} needs a router: add network.router to the lab file",
+        )
     chosen: dict[Role, str] = {}
     for role in ROLES:
         default = getattr(spec.machines, role).baseline
@@ -366,8 +409,14 @@ def _scenario(
             _check_baseline(doc, chosen[role], (*loc, "faults"), search)
     if sc.transport and transport and sc.transport != transport[0]:
         raise doc.error((*loc, "transport"), f"fault {transport[1]} needs transport {transport[0]}")
-    net_spec = spec.network.model_dump()
-    network = Network(**net_spec, transport=sc.transport or (transport[0] if transport else "tcp"))  # type: ignore[arg-type]
+    net_spec = spec.network.model_dump(exclude={"router"})
+    router = spec.network.router
+    network = Network(
+        **net_spec,
+        transport=sc.transport or (transport[0] if transport else "tcp"),  # type: ignore[arg-type]
+        router=RouterNet(**router.model_dump()) if router is not None else None,
+        client_site=client_site,  # type: ignore[arg-type]
+    )
     names: dict[Role, str] = {
         role: getattr(spec.machines, role).computer_name or _computer_name(network, role)
         for role in ROLES
@@ -394,7 +443,7 @@ def _check_conflicts(
     """Two faults that want different end states of one thing on one machine cannot both
     be in place (``rdplab.plan.conflicts``): the usual file/line/field error."""
     ctx = network.context()
-    for role in ROLES:
+    for role in ALL_ROLES:
         parts = [
             Part(pf.label, tuple(render_op(o, ctx) for o in pf.placement.breaks.get(role, ())))
             for pf in placed

@@ -136,6 +136,24 @@ VOCABULARY: dict[str, OpSpec] = {
         ),
         OpSpec("hosts.remove", "Remove every hosts file entry for name.", (_a("name", str),)),
         OpSpec(
+            "ip.static",
+            "Give the interface a static IPv4 address (DHCP off): afterwards it has exactly"
+            " address/prefix (origin Manual); the default gateway becomes gateway, or stays"
+            " as it was when gateway is not given. No change when already so.",
+            (
+                _a("alias", str, doc="the interface (Windows InterfaceAlias), e.g. Ethernet"),
+                _a("address", str, doc="IPv4 address in dotted quads"),
+                _a("prefix", int, doc="prefix length, 1 to 32 (24 = 255.255.255.0)"),
+                _a("gateway", str, required=False, doc="default gateway, inside the subnet"),
+            ),
+        ),
+        OpSpec(
+            "ip.dhcp.lease",
+            "Lab break only: the interface's DHCP lease moved to address (DHCP stays on)."
+            " Real Windows cannot choose its lease: the DHCP server moves it.",
+            (_a("alias", str), _a("address", str)),
+        ),
+        OpSpec(
             "hotfix.install",
             "Install an update package (.msu) when the KB is not installed.",
             (_a("kb", str), _a("source", str, required=False)),

@@ -99,7 +99,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--lab-provider",
         default="sim",
         metavar="NAME",
-        help="where the lab machines are: sim (default, in-process twins), vagrant, inventory",
+        help="where the lab machines are: sim (default, in-process twins), netns (twins behind"
+        " real network namespaces: root), vagrant, inventory",
     )
     group.addoption(
         "--lab-inventory",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rdplab import catalog as cat
-from rdplab.catalog.base import ROLES, DetectContext, Finding, Fix, Role
+from rdplab.catalog.base import ALL_ROLES, ROLES, DetectContext, Finding, Fix, Role
 from rdplab.connection import ConnectionResult
 from rdplab.errors import RdplabError
 from rdplab.facts import Facts
@@ -191,20 +191,22 @@ def gather_args(role: Role, net: Network, gathered: Mapping[Role, Facts]) -> dic
 
 
 #: The host is gathered first: the client's probes may depend on the host's facts (the CRL
-#: locations of its certificates).
-GATHER_ORDER: tuple[Role, ...] = ("host", "client")
+#: locations of its certificates). A lab's router comes before both (it holds no probes).
+GATHER_ORDER: tuple[Role, ...] = ("router", "host", "client")
 
 
 def gather_all(machines: LabMachines, net: Network) -> dict[Role, Facts]:
     """Each machine's facts, one call per machine."""
     gathered: dict[Role, Facts] = {}
     for role in GATHER_ORDER:
+        if role == "router" and machines.router is None:
+            continue
         gathered[role] = machines.backend(role).gather(gather_args(role, net, gathered))
     return gathered
 
 
 def detect(facts: Mapping[Role, Facts], net: Network) -> list[Finding]:
-    return cat.detect_all(DetectContext(facts["client"], facts["host"], net))
+    return cat.detect_all(DetectContext(facts["client"], facts["host"], net, facts.get("router")))
 
 
 def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
@@ -213,7 +215,9 @@ def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
     ctx = scenario.network.context()
     if scenario.fix is not None:
         own = scenario.fix
-        ops = {role: [render_op(o, ctx) for o in own.fix.ops.get(role, ())] for role in ROLES}
+        ops = {
+            role: [render_op(o, ctx) for o in own.fix.ops.get(role, ())] for role in scenario.roles
+        }
         on: Role = "host"
         if own.on is not None:
             on = own.on
@@ -229,7 +233,9 @@ def plan_fixes(scenario: Scenario) -> tuple[list[AppliedFix], list[AppliedFix]]:
         for fix, bucket in [(pf.placement.fix(scenario.allow_lowers_security), chosen)] + [
             (w, withheld) for w in pf.placement.withheld(scenario.allow_lowers_security)
         ]:
-            ops = {role: [render_op(o, ctx) for o in fix.ops.get(role, ())] for role in ROLES}
+            ops = {
+                role: [render_op(o, ctx) for o in fix.ops.get(role, ())] for role in scenario.roles
+            }
             bucket.append(
                 AppliedFix(pf.fault.id, pf.placement.on, fix, {r: o for r, o in ops.items() if o})
             )
@@ -245,7 +251,7 @@ def offered_fixes(found: Finding, scenario: Scenario) -> list[AppliedFix]:
     }
     out = []
     for fx in fixes.values():
-        ops = {role: [render_op(o, ctx) for o in fx.ops.get(role, ())] for role in ROLES}
+        ops = {role: [render_op(o, ctx) for o in fx.ops.get(role, ())] for role in scenario.roles}
         out.append(AppliedFix(found.fault, found.role, fx, {r: o for r, o in ops.items() if o}))
     return out
 
@@ -291,7 +297,7 @@ def break_plan(scenario: Scenario) -> dict[Role, list[Op]]:
     """The ops that put the scenario's faults in place: one composed batch per machine
     (``rdplab.plan``: service start types first, run states last)."""
     plan: dict[Role, list[Op]] = {}
-    for role in ROLES:
+    for role in scenario.roles:
         ops = compose(break_parts(scenario, role))
         if ops:
             plan[role] = ops
@@ -306,7 +312,7 @@ def fix_plan(fixes: Iterable[AppliedFix]) -> dict[str, list[Op]]:
     """Fixes as one composed batch per machine (``rdplab.plan``)."""
     fixes = list(fixes)
     plan: dict[str, list[Op]] = {}
-    for role in ROLES:
+    for role in ALL_ROLES:
         ops = compose(fix_parts(fixes, role))
         if ops:
             plan[role] = ops
@@ -318,7 +324,7 @@ def apply_plan(
 ) -> dict[str, BatchResult]:
     """One batch per machine; the first failing batch stops the run (it rolled back)."""
     results: dict[str, BatchResult] = {}
-    for role in ROLES:
+    for role in ALL_ROLES:
         if plan.get(role):
             result = machines.backend(role).apply(list(plan[role]))
             results[role] = result
@@ -371,7 +377,7 @@ def attach(run: ScenarioRun) -> None:
 
 @step("baseline")
 def baseline(run: ScenarioRun) -> None:
-    run.base = {role: run.lab.backend(role).snapshot() for role in ROLES}
+    run.base = {role: run.lab.backend(role).snapshot() for role in run.scenario.roles}
 
 
 @step("connect-before")
@@ -436,7 +442,7 @@ def fix_exports(run: ScenarioRun) -> dict[Role, Any]:
     from rdplab import export as ex
 
     out: dict[Role, Any] = {}
-    for role in ROLES:
+    for role in ROLES:  # the Windows machines' scripts; a router's is a shell script
         applied = [af for af in run.fixes if af.ops.get(role)]
         if not applied:
             continue
@@ -542,9 +548,11 @@ def fix_again(run: ScenarioRun) -> None:
 
 @step("diff")
 def diff_step(run: ScenarioRun) -> None:
-    after: dict[str, dict[str, Any]] = {role: run.lab.backend(role).snapshot() for role in ROLES}
+    after: dict[str, dict[str, Any]] = {
+        role: run.lab.backend(role).snapshot() for role in run.scenario.roles
+    }
     run.after = after
-    run.diff = {role: diff(run.base[role], after[role]) for role in ROLES}
+    run.diff = {role: diff(run.base[role], after[role]) for role in run.scenario.roles}
     ctx = run.ctx_values
     run.allowed = sorted(
         render(p, ctx)

@@ -33,6 +33,10 @@ from rdplab.scenario import STEPS, UNMASK, ScenarioRun, fix_parts, run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_FILE = ROOT / "labs" / "rdp-0x904.yaml"
+#: pairs and triples run on the network lab: it has the router the network faults need
+#: (the others are placed as in any lab, the client on the LAN unless a fault needs
+#: another site)
+NETWORK_LAB = ROOT / "labs" / "network.yaml"
 SEED = int(os.environ.get("RDPLAB_COMPOSE_SEED", "904"))
 TRIPLES = 120
 
@@ -54,9 +58,16 @@ def _pairs() -> list[tuple[Ref, Ref]]:
     ]
 
 
+def _one_site(refs: tuple[Ref, ...]) -> bool:
+    """At most one client site among the faults' needs (else a declared conflict)."""
+    return len({cat.get(r[0]).client_site for r in refs} - {None}) <= 1
+
+
 def _triples(seed: int, n: int) -> list[tuple[Ref, ...]]:
     every = [
-        t for t in itertools.combinations(_placements(), 3) if len({(r[0], r[1]) for r in t}) == 3
+        t
+        for t in itertools.combinations(_placements(), 3)
+        if len({(r[0], r[1]) for r in t}) == 3 and _one_site(t)
     ]
     rng = random.Random(seed)
     picked = rng.sample(every, n)
@@ -66,6 +77,11 @@ def _triples(seed: int, n: int) -> list[tuple[Ref, ...]]:
 @pytest.fixture(scope="module")
 def lab() -> Lab:
     return load_lab(LAB_FILE)
+
+
+@pytest.fixture(scope="module")
+def net_lab() -> Lab:
+    return load_lab(NETWORK_LAB)
 
 
 def _compose(lab: Lab, refs: tuple[Ref, ...]) -> Scenario:
@@ -127,16 +143,22 @@ def assert_unmasks(lab_scenario: Scenario) -> None:
 @pytest.mark.parametrize(
     ("a", "b"), _pairs(), ids=[f"{_label(a)}+{_label(b)}" for a, b in _pairs()]
 )
-def test_every_pair_composes(lab: Lab, a: Ref, b: Ref) -> None:
-    sc = _compose(lab, (a, b))
+def test_every_pair_composes(net_lab: Lab, a: Ref, b: Ref) -> None:
+    sites = {cat.get(a[0]).client_site, cat.get(b[0]).client_site} - {None}
+    if len(sites) > 1:  # a client outside and on the VPN at once: a declared conflict
+        with pytest.raises(LabFileError, match="needs client_site") as err:
+            _compose(net_lab, (a, b))
+        assert str(NETWORK_LAB) in str(err.value) and "faults[1]" in str(err.value)
+        return
+    sc = _compose(net_lab, (a, b))
     assert_composes(run_scenario(SimProvider(), sc))
     assert_unmasks(sc)
 
 
 @pytest.mark.parametrize("triple", _triples(SEED, TRIPLES), ids=lambda t: "+".join(map(_label, t)))
-def test_seeded_triples_compose(lab: Lab, triple: tuple[Ref, ...]) -> None:
+def test_seeded_triples_compose(net_lab: Lab, triple: tuple[Ref, ...]) -> None:
     print(f"triple sample seed {SEED} (RDPLAB_COMPOSE_SEED={SEED} reproduces it)")
-    sc = _compose(lab, triple)
+    sc = _compose(net_lab, triple)
     assert_composes(run_scenario(SimProvider(), sc))
     assert_unmasks(sc)
 

@@ -94,7 +94,7 @@ BAD = [
         GOOD.replace("on: client", "on: server"),
         8,
         "scenarios[1].faults[1].on",
-        "'client' or 'host'",
+        "'client', 'host' or 'router'",
         id="unknown-role-on",
     ),
     pytest.param(

@@ -6,8 +6,9 @@ import pytest
 
 from rdplab.catalog import catalog
 from rdplab.errors import OpError
-from rdplab.network import Network
+from rdplab.network import Network, RouterNet
 from rdplab.ops import VOCABULARY, BatchResult, Op, OpResult, render, render_op, validate_op
+from rdplab.router_ops import validate_router_op
 
 CTX = {"port": 3389, "host.name": "host.lab", "host.address": "10.0.0.1", "flag": True}
 
@@ -58,15 +59,15 @@ def test_render_op_keeps_name() -> None:
 
 
 def test_every_catalog_op_renders_and_validates_with_the_network_context() -> None:
-    ctx = Network().context()
+    ctx = Network(router=RouterNet()).context()
     n = 0
     for fault in catalog().values():
         for p in fault.placements:
-            groups = [*p.breaks.values(), *(ops for f in p.fixes for ops in f.ops.values())]
-            for ops in groups:
+            groups = [*p.breaks.items(), *(kv for f in p.fixes for kv in f.ops.items())]
+            for role, ops in groups:
                 for op in ops:
                     rendered = render_op(op, ctx)
-                    validate_op(rendered)
+                    (validate_router_op if role == "router" else validate_op)(rendered)
                     assert "{" not in str(rendered.args.get("name", ""))
                     n += 1
     assert n > 20

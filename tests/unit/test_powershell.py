@@ -29,6 +29,7 @@ from rdplab.agent.assemble import BY_NAME, PARTS, Part, closure
 from rdplab.baselines import build_twin
 from rdplab.ops import REG_TYPES, VOCABULARY
 from rdplab.twin.firewall import ADDRESS_KEYWORDS, MATCH_KEYS, RULE_FIELDS
+from rdplab.twin.ip import IpConfig
 from rdplab.twin.services import START_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -638,8 +639,14 @@ def _twin_facts() -> dict[str, Any]:
     twin = build_twin("windows-11", "CLIENT")
     # a key event in the System log, so the optional events section has an entry
     twin.events.write(win.SCHANNEL_PROVIDER, win.EVENT_TLS_KEY_ACCESS_FAILED, "key unusable")
+    # an interface with an address and a gateway, so the optional ip section has every field
+    twin.ip = IpConfig.lab_default("192.168.56.10", gateway="192.168.56.1")
     return twin.gather(
-        {"probe_urls": ["http://pki.rdplab.test/crl.crl"], "events": list(win.CERT_KEY_EVENTS)}
+        {
+            "probe_urls": ["http://pki.rdplab.test/crl.crl"],
+            "events": list(win.CERT_KEY_EVENTS),
+            "ip": ["ipv4"],
+        }
     )
 
 
@@ -665,6 +672,8 @@ def test_facts_field_names_match_the_twin() -> None:
     reg_value = next(v for b in facts["registry"].values() for v in b["values"].values())
     probe = next(iter(facts["probes"].values()))
     event = facts["events"][0]
+    interface = facts["ip"]["interfaces"][0]
+    address = interface["addresses"][0]
     fields = (
         set(facts["computer"])
         | set(facts["firewall"])
@@ -678,6 +687,9 @@ def test_facts_field_names_match_the_twin() -> None:
         | set(reg_value)
         | set(probe)
         | set(event)
+        | set(facts["ip"])
+        | set(interface)
+        | set(address)
     )
     written = set(re.findall(r"\[\s*'([a-z_]+)'\s*\]\s*=", agent_text()))
     assert fields - written == set(), "facts fields agent.ps1 never writes"

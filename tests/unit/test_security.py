@@ -35,6 +35,7 @@ def placed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str
     """One scenario per fault placement, from a lab file (so needs are inherited)."""
     rows = {(f, on, v) for f, on, v, _ in _catalog_fixes()}
     text = "machines:\n  client: {baseline: windows-11}\n  host: {baseline: windows-server-2022}\n"
+    text += "network: {router: {}}\n"  # the network faults need a router
     text += "scenarios:\n"
     ids = {}
     for i, (f, on, v) in enumerate(sorted(rows)):

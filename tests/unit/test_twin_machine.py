@@ -45,6 +45,8 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "hosts.remove": {"name": NET.host_name},
     "hotfix.install": {"kb": "KB4103723"},
     "licensing.clear": {},
+    "ip.static": {"alias": "Ethernet", "address": NET.host_address, "prefix": 24},
+    "ip.dhcp.lease": {"alias": "Ethernet", "address": NET.stale_address},
 }
 # On a fresh, healthy 2022 machine these ops have nothing to do (first run: no change).
 NO_CHANGE_ON_FRESH = {"svc.start", "dns.flush", "hosts.remove", "licensing.clear"}
@@ -52,6 +54,9 @@ NO_CHANGE_ON_FRESH = {"svc.start", "dns.flush", "hosts.remove", "licensing.clear
 ERRORS_ON_FRESH = {
     "hotfix.install": "does not apply to build 10.0.20348",
     "reg.restore": "no backup 'twin://HOST/backup/1' on HOST",
+    # a baseline twin has no network interface (providers.sim.scenario_twin gives it one)
+    "ip.static": "no IPv4 interface named 'Ethernet'",
+    "ip.dhcp.lease": "no IPv4 interface named 'Ethernet'",
 }
 # Not idempotent by design (restarts whenever asked, unless if_changed).
 ALWAYS_CHANGES = {"svc.restart"}

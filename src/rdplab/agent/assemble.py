@@ -8,6 +8,7 @@ The agent's PowerShell lives in ``src/rdplab/agent/parts/``, one file per area:
 - services (common): service state; svc.start, svc.stop, svc.restart, svc.config
 - certificates (common): stores and key files; cert.import, cert.remove, machinekeys.corrupt
 - dns (common): hosts file, DNS client cache; dns.flush, dns.cache.seed, hosts.set, hosts.remove
+- network (common): IPv4 interfaces, addresses, DHCP, gateway; ip.static, ip.dhcp.lease
 - updates (registry): OS build, tspkg.dll version, hotfixes; hotfix.install
 - licensing (registry): the MSLicensing key; licensing.clear
 - batch (common): validate a batch, run it, roll it back on the first failure
@@ -89,7 +90,7 @@ class Part:
         return tuple(_OP_LINE.findall(block.group(1))) if block else ()
 
 
-_GATHERED = ("registry", "firewall", "services", "certificates", "dns", "updates")
+_GATHERED = ("registry", "firewall", "services", "certificates", "dns", "network", "updates")
 AGENT_BANNER = """\
 # rdplab agent: the Windows side of the op vocabulary and the facts gathering.
 #
@@ -110,6 +111,7 @@ PARTS: tuple[Part, ...] = (
     Part("services", ("common",)),
     Part("certificates", ("common",)),
     Part("dns", ("common",)),
+    Part("network", ("common",)),
     Part("updates", ("registry",)),
     Part("licensing", ("registry",)),
     Part("batch", ("common",)),

@@ -21,6 +21,9 @@ FAULT_MODULES = (
     "listener_port_changed",
     "termservice_stopped",
     "security_layer_mismatch",
+    "port_forward_missing",
+    "port_forward_stale",
+    "vpn_mtu_blackhole",
 )
 
 

@@ -13,8 +13,11 @@ from rdplab.facts import Facts
 from rdplab.network import Network
 from rdplab.ops import Op
 
-Role = Literal["client", "host"]
+Role = Literal["client", "host", "router"]
+#: The Windows machines every lab has. A lab whose network has a router adds "router"
+#: (``Scenario.roles``): a Linux NAT gateway, with its own op vocabulary (router_ops).
 ROLES: tuple[Role, ...] = ("client", "host")
+ALL_ROLES: tuple[Role, ...] = ("client", "host", "router")
 #: ``unlabelled``: a lab file's own fix, which carries no label (the security judge decides).
 Risk = Literal["safe", "lowers-security", "unlabelled"]
 STAGES = ("name-resolution", "tcp", "x224", "tls", "credssp", "licensing")
@@ -119,8 +122,13 @@ class DetectContext:
     client: Facts
     host: Facts
     net: Network
+    router: Facts | None = None  # the router's facts, in a lab that has one
 
     def facts(self, role: Role) -> Facts:
+        if role == "router":
+            if self.router is None:
+                raise KeyError("router")
+            return self.router
         return self.client if role == "client" else self.host
 
 
@@ -163,6 +171,26 @@ class Fault:
     transport: str | None = None  # needs this transport (None: any)
     gather_needs: GatherNeeds = no_gather_needs  # extra facts its detector reads
     hides: tuple[Hides, ...] = ()  # faults it hides from the detectors (declared, with why)
+    #: the client site it needs (a network fault: "outside" or "vpn"; None: any)
+    client_site: str | None = None
+
+    @property
+    def needs_router(self) -> bool:
+        """It changes the router (or is placed on it): the lab needs ``network.router``."""
+        return any(
+            p.on == "router" or "router" in p.breaks or any("router" in f.ops for f in p.fixes)
+            for p in self.placements
+        )
+
+    @property
+    def machines(self) -> tuple[Role, ...]:
+        """Every machine its breaks and fixes touch, in ALL_ROLES order."""
+        touched = {p.on for p in self.placements}
+        for p in self.placements:
+            touched.update(p.breaks)
+            for f in p.fixes:
+                touched.update(f.ops)
+        return tuple(r for r in ALL_ROLES if r in touched)
 
     @property
     def roles(self) -> tuple[Role, ...]:
@@ -184,6 +212,7 @@ class Fault:
             "id": self.id,
             "title": self.title,
             "roles": list(self.roles),
+            "machines": list(self.machines),
             "variants": list(self.variants),
             "symptom": self.symptom.to_json(),
             "risk": first.fix(False).risk,
@@ -202,7 +231,12 @@ class Fault:
                 for p in self.placements
                 for f in p.fixes
             ],
-            "needs": {"baselines": dict(self.baselines), "transport": self.transport},
+            "needs": {
+                "baselines": dict(self.baselines),
+                "transport": self.transport,
+                "client_site": self.client_site,
+                "router": self.needs_router,
+            },
             "hides": [{"fault": h.fault, "on": h.on, "reason": h.reason} for h in self.hides],
             "sources": list(self.sources),
         }

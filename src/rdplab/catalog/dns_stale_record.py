@@ -14,7 +14,7 @@ ID = "dns-stale-record"
 
 
 def detect(ctx: DetectContext) -> list[Finding]:
-    name, want = ctx.net.host_name.lower(), ctx.net.host_address
+    name, want = ctx.net.host_name.lower(), ctx.net.dial_address
     for source, table in (("hosts file", ctx.client.hosts), ("DNS cache", ctx.client.dns_cache)):
         got = table.get(name)
         if got is not None and got != want:
@@ -38,7 +38,7 @@ FIX = Fix(
     {
         "client": (
             op("hosts.remove", name="{host.name}"),
-            op("dns.flush", name="{host.name}", expect="{host.address}"),
+            op("dns.flush", name="{host.name}", expect="{dial.address}"),
         )
     },
 )

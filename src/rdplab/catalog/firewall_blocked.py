@@ -58,11 +58,11 @@ def detect(ctx: DetectContext) -> list[Finding]:
         and r.direction == "In"
         and r.protocol in ("Any", "TCP")
         and port_matches(r.local_port, ctx.net.port)
-        and not address_matches(r.remote_address, ctx.net.client_address, ctx.net.subnet)
+        and not address_matches(r.remote_address, ctx.net.peer_address, ctx.net.subnet)
     }
     if scoped_out:
-        summary += f" for the client {ctx.net.client_address}: its rule scope leaves it out"
-        extra["client_address"] = ctx.net.client_address
+        summary += f" for the client {ctx.net.peer_address}: its rule scope leaves it out"
+        extra["client_address"] = ctx.net.peer_address
         extra["rd_rules_scoped_out"] = scoped_out
     if by_policy:
         summary += f"; {GPO_ADVICE}"

@@ -12,6 +12,7 @@ PROVIDERS = {
     "sim": "rdplab.providers.sim:SimProvider",
     "vagrant": "rdplab.providers.vagrant:VagrantProvider",
     "inventory": "rdplab.providers.inventory:InventoryProvider",
+    "netns": "rdplab.providers.netns:NetnsProvider",
 }
 
 

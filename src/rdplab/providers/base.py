@@ -19,8 +19,13 @@ class LabMachines:
     client: Backend
     host: Backend
     calls: CallLog
+    router: Backend | None = None  # a lab whose network has a router
 
     def backend(self, role: Role) -> Backend:
+        if role == "router":
+            if self.router is None:
+                raise ProviderError("this lab has no router (network.router in the lab file)")
+            return self.router
         return self.client if role == "client" else self.host
 
 

@@ -22,6 +22,7 @@ from rdplab.twin.certs import RD_STORE, CertEntry, CertStores, make_self_signed,
 from rdplab.twin.dns import DnsClient
 from rdplab.twin.events import EventLog
 from rdplab.twin.firewall import Firewall, port_matches
+from rdplab.twin.ip import IpConfig, wants_ip
 from rdplab.twin.registry import Registry, check_value, normalize_key
 from rdplab.twin.services import Services
 
@@ -56,6 +57,8 @@ class Twin:
     zone: Mapping[str, str] = field(default_factory=dict)  # the lab's DNS server
     http_reach: HttpReach = field(default=_nothing_answers)
     events: EventLog = field(default_factory=EventLog)  # the System log; never rolled back
+    # IPv4 interfaces; none unless set (providers.sim.scenario_twin gives each lab twin one)
+    ip: IpConfig = field(default_factory=IpConfig)
 
     # -- helpers ----------------------------------------------------------------------------
     def lookup(self, key: str, name: str) -> Any:
@@ -65,6 +68,11 @@ class Twin:
     @property
     def name(self) -> str:
         return self.computer.name
+
+    def address(self) -> str | None:
+        """The machine's IPv4 address: the first address of its first interface (None
+        when the twin has no interface or that interface no address)."""
+        return self.ip.address()
 
     def listening(self) -> dict[int, str]:
         """Ports the Remote Desktop listeners answer on, with what listens."""
@@ -324,6 +332,14 @@ class Twin:
             return OpResult(
                 name, changed, f"hosts entry for {a['name']} removed" if changed else "no entry"
             )
+        if name == "ip.static":
+            changed, detail = self.ip.set_static(
+                a["alias"], a["address"], a["prefix"], a.get("gateway")
+            )
+            return OpResult(name, changed, detail)
+        if name == "ip.dhcp.lease":
+            changed, detail = self.ip.move_lease(a["alias"], a["address"])
+            return OpResult(name, changed, detail)
         if name == "hotfix.install":
             return self._install(a["kb"])
         if name == "licensing.clear":
@@ -403,6 +419,8 @@ class Twin:
             "probes": probes,
             # optional section: only when the request names events (provider/id)
             **({"events": self.events.query(request["events"])} if "events" in request else {}),
+            # optional section: only when the request asks for ip (true or ["ipv4"])
+            **({"ip": self.ip.snapshot()} if wants_ip(request) else {}),
         }
 
     def probe_url(self, url: str) -> dict[str, Any]:
@@ -422,7 +440,8 @@ class Twin:
 
     def snapshot(self) -> dict[str, Any]:
         """Whole persistent state, for the no-collateral diff. The DNS cache is volatile
-        and left out; the hosts file is in."""
+        and left out; the hosts file is in; the IPv4 configuration is in when the twin has
+        interfaces (a changed address is then a diff, ``ip/interfaces/0/addresses/0/...``)."""
         return {
             "computer": vars(self.computer).copy(),
             "registry": self.registry.snapshot(),
@@ -432,6 +451,7 @@ class Twin:
             "hosts": self.dns.snapshot()["hosts"],
             "hotfixes": sorted(self.hotfixes),
             "tspkg_version": self.tspkg_version,
+            **({"ip": self.ip.snapshot()} if self.ip.interfaces else {}),
         }
 
 
@@ -446,6 +466,7 @@ _STATE = (
     "dns",
     "hotfixes",
     "tspkg_version",
+    "ip",
 )
 
 

@@ -1,6 +1,6 @@
 # == facts ========================================================================================
 # One function per section of Twin.gather (src/rdplab/twin/machine.py). Computer, CredSSP
-# and hotfixes are in the updates part (hotfix.install uses them).
+# and hotfixes are in the updates part (hotfix.install uses them), ip in the network part.
 
 function Get-FactsRegistry {
     param([string[]]$Keys)
@@ -219,5 +219,6 @@ function Get-Facts {
     if ($Request.Contains('events') -and $null -ne $Request['events']) {
         $facts['events'] = Get-FactsEvents ([string[]]@($Request['events']))
     }
+    if (Test-IpRequested $Request) { $facts['ip'] = Get-FactsIp }
     return $facts
 }
