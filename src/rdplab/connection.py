@@ -56,6 +56,8 @@ class ConnectionResult:
     credssp_version: int | None = None
     #: the protocol the server's RDP_NEG_RSP selected, read by a live probe
     selected_protocol: int | None = None
+    #: the packets that crossed the router (netns provider: its capture), as JSON rows
+    ladder: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
     @property
     def evidence(self) -> str:
@@ -72,6 +74,7 @@ class ConnectionResult:
             "notes": list(self.notes),
             **({"not_probed": dict(self.not_probed)} if self.not_probed else {}),
             **({"credssp_version": self.credssp_version} if self.credssp_version else {}),
+            **({"ladder": list(self.ladder)} if self.ladder else {}),
         }
 
 

@@ -143,13 +143,23 @@ def call(op: Op) -> str:
     return " ".join([func, *map(shlex.quote, args)])
 
 
-def script(name: str, fault: str, fix_id: str, risk: str, summary: str, ops: list[Op]) -> str:
-    head = (
+def header(name: str, fault: str, fix_id: str, risk: str, summary: str) -> str:
+    """The script's head: its comment lines, the settings and every op's shell function
+    (``HEADER``), nothing run yet. ``rdplab.backends.router_ssh`` builds its batches on it."""
+    return (
         HEADER.replace("@FAULT@", fault)
         .replace("@FIX@", fix_id)
         .replace("@RISK@", risk)
         .replace("@SUMMARY@", " ".join(summary.split()))
         .replace("@NAME@", name)
     )
-    body = "\n".join(call(o) for o in ops)
-    return f"{head}\n# == the fix's ops ==\n{body}\n{FOOTER}"
+
+
+def calls(ops: list[Op]) -> str:
+    """The ops as calls of their shell functions, one line each, in order."""
+    return "\n".join(call(o) for o in ops)
+
+
+def script(name: str, fault: str, fix_id: str, risk: str, summary: str, ops: list[Op]) -> str:
+    head = header(name, fault, fix_id, risk, summary)
+    return f"{head}\n# == the fix's ops ==\n{calls(ops)}\n{FOOTER}"

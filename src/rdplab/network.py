@@ -20,7 +20,7 @@ CLIENT_SITES: tuple[ClientSite, ...] = ("lan", "outside", "vpn")
 @dataclass(frozen=True)
 class RouterNet:
     """The router between the outside network and the lab LAN (``network.router`` in a lab
-    file). Outside addresses are in the documentation range of RFC 5737 (TEST-NET-3, 203.0.113.0/24):
+    file). Outside addresses are in RFC 5737's documentation range TEST-NET-3 (203.0.113.0/24):
     they never leave the lab (the netns provider keeps them inside its namespaces)."""
 
     lan_address: str = "192.168.56.1"

@@ -20,6 +20,7 @@ from rdplab.backends.base import snapshot_from_facts
 from rdplab.catalog.base import ROLES, Role
 from rdplab.connection import ConnectionResult
 from rdplab.ops import Op, render_op
+from rdplab.report_ladder import ladder_svg, router_hop_state
 from rdplab.scenario import ScenarioRun, allowed, flatten
 
 #: the connection stages in the order a client meets them, with their labels
@@ -114,10 +115,19 @@ def codes(conn: ConnectionResult) -> str:
     return ", ".join(parts)
 
 
-def stage_svg(conn: ConnectionResult | None, scenario: str, phase: str, caption: str) -> str:
-    """One connection drawn as six stage boxes; the failing one red with its codes."""
+def stage_svg(
+    conn: ConnectionResult | None,
+    scenario: str,
+    phase: str,
+    caption: str,
+    router: tuple[str, str] | None = None,
+) -> str:
+    """One connection drawn as six stage boxes; the failing one red with its codes. With
+    ``router`` (state, detail), the router hop a client outside or on a VPN goes through is
+    drawn between name resolution and TCP (``data-hop="router"``)."""
     box_w, box_h, gap, top = 112, 40, 14, 8
-    width = len(STAGES) * box_w + (len(STAGES) - 1) * gap + 8
+    boxes = len(STAGES) + (1 if router else 0)
+    width = boxes * box_w + (boxes - 1) * gap + 8
     height = top + box_h + 30
     label = f"{scenario}: {caption}: " + (
         "no connection attempt"
@@ -132,8 +142,22 @@ def stage_svg(conn: ConnectionResult | None, scenario: str, phase: str, caption:
         f' height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">',
         f"<title>{_e(label)}</title>",
     ]
+    shift = 0
     for i, (name, state, detail) in enumerate(stage_states(conn)):
-        x = 4 + i * (box_w + gap)
+        if router and name == "tcp":
+            hx = 4 + i * (box_w + gap)
+            fill, stroke, ink = _COLOURS[router[0]]
+            parts.append(
+                f'<g data-hop="router" data-state="{router[0]}"><title>{_e(router[1])}</title>'
+                f'<rect x="{hx}" y="{top}" width="{box_w}" height="{box_h}" rx="20"'
+                f' fill="{fill}" stroke="{stroke}" stroke-width="2"/>'
+                f'<text x="{hx + box_w / 2}" y="{top + 25}" text-anchor="middle"'
+                f' font-size="13" fill="{ink}">router</text></g>'
+                f'<path d="M{hx - gap + 2} {top + box_h / 2} h{gap - 6} l-4 -4 m4 4 l-4 4"'
+                ' stroke="#9aa0a6" fill="none" stroke-width="1.5"/>'
+            )
+            shift = 1
+        x = 4 + (i + shift) * (box_w + gap)
         fill, stroke, ink = _COLOURS[state]
         dash = ' stroke-dasharray="4 3"' if state in ("not-reached", "not-probed") else ""
         parts.append(
@@ -164,9 +188,12 @@ def diagrams(run: ScenarioRun) -> str:
         "broken": run.connection,
         "fixed": run.connection_after,
     }
+    net = run.scenario.network
+    routed = net.router is not None and net.client_site != "lan"
     figures = []
     for phase, caption in PHASES:
         conn = conns[phase]
+        hop = router_hop_state(conn) if routed else None
         verdict = (
             "not run"
             if conn is None
@@ -177,9 +204,15 @@ def diagrams(run: ScenarioRun) -> str:
         figures.append(
             f'<figure data-phase="{phase}">'
             f"<figcaption><b>{_e(caption)}</b>: {_e(verdict)}</figcaption>"
-            + stage_svg(conn, _sid(run), phase, caption)
+            + stage_svg(conn, _sid(run), phase, caption, hop)
             + "</figure>"
         )
+        if conn is not None and conn.ladder:
+            figures.append(
+                f'<figure data-phase="{phase}-ladder"><figcaption><b>{_e(caption)}</b>:'
+                f" the packets that crossed the router ({_e(run.provider)}: real packets)"
+                "</figcaption>" + ladder_svg(conn.ladder, _sid(run), phase) + "</figure>"
+            )
     return f'<div class="rdplab-diagrams" data-scenario="{_e(_sid(run))}">{"".join(figures)}</div>'
 
 

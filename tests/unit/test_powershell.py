@@ -819,7 +819,7 @@ def test_review_doc_line_ranges_point_at_what_they_name() -> None:
             f"docs/agent-review.md: line {first} of agent.ps1 does not start with {anchor!r}"
             f" (it is {lines[first - 1].strip()!r})"
         )
-        fm = re.fullmatch(r"function ([A-Za-z-]+)", anchor)
+        fm = re.fullmatch(r"function ([A-Za-z0-9-]+)", anchor)
         if fm:
             real = functions[fm.group(1)]
             assert real == (first, last), (

@@ -116,3 +116,35 @@ def test_the_section_says_what_is_hidden_and_by_what() -> None:
     assert "hidden from the connection by firewall-blocked@host" in head
     alone = section_head(run_scenario(get_provider("sim"), LAB.scenario("rdp-disabled")))
     assert "rdplab-hidden" not in alone
+
+
+def test_a_scenario_from_outside_draws_the_router_hop() -> None:
+    """The sim model's verdict: the hop fails where the router drops the SYN (no forward);
+    a LAN scenario has no hop."""
+    net_lab = load_lab(REPO / "labs" / "network.yaml")
+    run = run_scenario(get_provider("sim"), net_lab.scenario("port-forward-missing"))
+    head = section_head(run)
+    hops = re.findall(
+        r'data-scenario="port-forward-missing" data-phase="(\w+)".*?data-hop="router" data-state="([\w-]+)"',
+        head,
+    )
+    assert dict(hops) == {"before": "ok", "broken": "failed", "fixed": "ok"}
+    assert 'data-hop="router"' not in section_head(
+        run_scenario(get_provider("sim"), net_lab.scenario("healthy-lan"))
+    )
+    assert "rdplab-ladder" not in head  # packets are drawn only where packets ran (netns)
+
+
+def test_the_ladder_marks_the_icmp_that_never_came() -> None:
+    from rdplab.report_ladder import ladder_svg
+
+    events = [
+        {"t": 0.0, "src": "c", "dst": "h", "label": "SYN", "direction": "client->host"},
+        {"t": 0.1, "src": "h", "dst": "c", "label": "SYN-ACK", "direction": "host->client"},
+        {"t": 0.2, "src": "h", "dst": "c", "label": "TLS server flight (1294 bytes)",
+         "direction": "host->client", "note": "not forwarded: too big for the link (1000)"},
+    ]  # fmt: skip
+    svg = ladder_svg(events, "s", "broken")
+    assert svg.count("<g data-packet=") == 4 and 'data-never="true"' in svg
+    assert 'data-packet="TLS server flight (1294 bytes)" data-dropped="true"' in svg
+    assert 'data-never="true"' not in ladder_svg(events[:2], "s", "broken")

@@ -4,6 +4,13 @@ No PowerShell runs on Linux, so the loopback WS-Management responder and the loo
 OpenSSH server's forced command hand each agent request to this module: the transport,
 framing, install and error paths are real; the answer comes from the twin. agent.ps1
 answers the same requests on Windows (docs/agent-protocol.md).
+
+Every op and facts section is the twin's, the IPv4 area (``ip.static``, ``ip.dhcp.lease``,
+the gather request's ``"ip"``) included. Two lab breaks are answered here although agent.ps1
+refuses them, because Windows offers no way to make them: ``dns.cache.seed`` (no API plants
+a DNS cache entry) and ``ip.dhcp.lease`` (the DHCP server, not the client, picks the lease).
+The loopback suites run the catalog's breaks through this module, so it keeps the twin's
+behaviour; what agent.ps1 does instead is in docs/agent-review.md.
 """
 
 from __future__ import annotations

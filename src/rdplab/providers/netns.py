@@ -21,7 +21,9 @@ error naming both, so the lab suite fails on any disagreement.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+import shutil
 import subprocess
 from itertools import count
 from typing import Any
@@ -57,6 +59,8 @@ class NetnsProvider(SimProvider):
     def __init__(self, worker: str | None = None) -> None:
         self.worker = worker or os.environ.get("PYTEST_XDIST_WORKER", "")
         self._checked = False
+        #: capture what crosses the router (needs tcpdump; the report's ladders)
+        self.capture = shutil.which("tcpdump") is not None
 
     def preflight(self) -> None:
         from rdplab.netlab import NetlabUnavailable, require
@@ -134,9 +138,14 @@ class NetnsProvider(SimProvider):
             if net.transport == "websocket":
                 tcp_only = "the WebSocket transport's HTTPS upgrade is not spoken by the probe"
             evidence = f"{net.host_name} -> {answer} (from the client's {source})"
-            result: ConnectionResult = lab.probe(
-                answer, port, timeout=PROBE_TIMEOUT, resolution=evidence, tcp_only=tcp_only
-            )
+            capture = lab.capture() if self.capture else None
+            try:
+                result: ConnectionResult = lab.probe(
+                    answer, port, timeout=PROBE_TIMEOUT, resolution=evidence, tcp_only=tcp_only
+                )
+            finally:
+                events = capture.stop() if capture is not None else []
+            result.ladder = [dataclasses.asdict(e) for e in events]
         return result
 
     def run_id(self) -> str:
@@ -252,4 +261,5 @@ def merge(
     decided.notes.append(
         f"wire: {', '.join(s.name for s in wire.stages if s.ok)} passed on real packets"
     )
+    decided.ladder = wire.ladder
     return decided

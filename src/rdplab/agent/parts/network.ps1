@@ -79,12 +79,12 @@ function Get-IpInterfaces {
         $mine = @($addresses | Where-Object { [int]$_.InterfaceIndex -eq $index })
         if (@($mine | Where-Object { ([string]$_.IPAddress).StartsWith('127.') }).Count -gt 0) { continue }
         $list = New-Object System.Collections.Generic.List[object]
-        foreach ($a in $mine) {
-            $origin = [string]$a.PrefixOrigin
+        foreach ($cim in $mine) {
+            $origin = [string]$cim.PrefixOrigin
             if ($origin -cne 'Dhcp' -and $origin -cne 'Manual') { continue }
             $d = New-Dict
-            $d['address'] = [string]$a.IPAddress
-            $d['prefix'] = [int]$a.PrefixLength
+            $d['address'] = [string]$cim.IPAddress
+            $d['prefix'] = [int]$cim.PrefixLength
             $d['origin'] = $origin
             $list.Add($d)
         }
@@ -133,8 +133,8 @@ function Test-IpStaticAlready {
     if ($Json['dhcp']) { return $false }
     $addrs = @($Json['addresses'])
     if ($addrs.Count -ne 1) { return $false }
-    $a = $addrs[0]
-    if ($a['address'] -cne $Address -or [int]$a['prefix'] -ne $Prefix -or $a['origin'] -cne 'Manual') { return $false }
+    $only = $addrs[0]
+    if ($only['address'] -cne $Address -or [int]$only['prefix'] -ne $Prefix -or $only['origin'] -cne 'Manual') { return $false }
     return ($Json['gateway'] -ceq $Gateway)
 }
 
@@ -207,9 +207,10 @@ function Invoke-OpIpStatic {
     $now = Get-IpInterfaceAt $index
     if ($null -eq $now) { Stop-Op ('{0}: interface {1} is gone' -f $op, (Format-Repr $json['alias'])) }
     $present = $false
-    foreach ($a in @($now['Json']['addresses'])) {
-        if ($a['address'] -ceq $address -and [int]$a['prefix'] -eq $prefix -and $a['origin'] -ceq 'Manual') { $present = $true; continue }
-        Remove-Ipv4Address $index $a['address']
+    foreach ($have in @($now['Json']['addresses'])) {
+        # ($a would be $A, the op's arguments: PowerShell variable names ignore case)
+        if ($have['address'] -ceq $address -and [int]$have['prefix'] -eq $prefix -and $have['origin'] -ceq 'Manual') { $present = $true; continue }
+        Remove-Ipv4Address $index $have['address']
     }
     $routed = $false
     foreach ($hop in (Select-DefaultNextHops (Get-DefaultRoutes) $index)) {
@@ -245,23 +246,23 @@ function Undo-IpConfig {
     if ($null -eq $now) { throw ('ip: interface {0} is gone' -f (Format-Repr $was['alias'])) }
     if ($was['dhcp']) {
         if ($now['Json']['dhcp']) { return }
-        foreach ($a in @($now['Json']['addresses'])) { Remove-Ipv4Address $index $a['address'] }
+        foreach ($have in @($now['Json']['addresses'])) { Remove-Ipv4Address $index $have['address'] }
         foreach ($hop in (Select-DefaultNextHops (Get-DefaultRoutes) $index)) { Remove-DefaultRoute $index $hop }
         Set-NetIPInterface -InterfaceIndex $index -AddressFamily IPv4 -Dhcp Enabled -ErrorAction Stop
         return
     }
-    foreach ($a in @($now['Json']['addresses'])) {
-        $kept = @(@($was['addresses']) | Where-Object { $_['address'] -ceq $a['address'] -and [int]$_['prefix'] -eq [int]$a['prefix'] }).Count -gt 0
-        if (-not $kept) { Remove-Ipv4Address $index $a['address'] }
+    foreach ($have in @($now['Json']['addresses'])) {
+        $kept = @(@($was['addresses']) | Where-Object { $_['address'] -ceq $have['address'] -and [int]$_['prefix'] -eq [int]$have['prefix'] }).Count -gt 0
+        if (-not $kept) { Remove-Ipv4Address $index $have['address'] }
     }
     foreach ($hop in (Select-DefaultNextHops (Get-DefaultRoutes) $index)) {
         if ($hop -cne $was['gateway']) { Remove-DefaultRoute $index $hop }
     }
     $now = Get-IpInterfaceAt $index
-    foreach ($b in @($was['addresses'])) {
-        $there = @(@($now['Json']['addresses']) | Where-Object { $_['address'] -ceq $b['address'] }).Count -gt 0
+    foreach ($old in @($was['addresses'])) {
+        $there = @(@($now['Json']['addresses']) | Where-Object { $_['address'] -ceq $old['address'] }).Count -gt 0
         if (-not $there) {
-            $null = New-NetIPAddress -InterfaceIndex $index -AddressFamily IPv4 -IPAddress $b['address'] -PrefixLength ([int]$b['prefix']) -ErrorAction Stop
+            $null = New-NetIPAddress -InterfaceIndex $index -AddressFamily IPv4 -IPAddress $old['address'] -PrefixLength ([int]$old['prefix']) -ErrorAction Stop
         }
     }
     if ($null -ne $was['gateway'] -and (Select-DefaultNextHops (Get-DefaultRoutes) $index) -notcontains $was['gateway']) {
