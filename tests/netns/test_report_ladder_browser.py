@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from test_report_browser import browse, chromium
 
 pytestmark = pytest.mark.netns
