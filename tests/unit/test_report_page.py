@@ -125,7 +125,8 @@ def test_a_scenario_from_outside_draws_the_router_hop() -> None:
     run = run_scenario(get_provider("sim"), net_lab.scenario("port-forward-missing"))
     head = section_head(run)
     hops = re.findall(
-        r'data-scenario="port-forward-missing" data-phase="(\w+)".*?data-hop="router" data-state="([\w-]+)"',
+        r'data-scenario="port-forward-missing" data-phase="(\w+)"'
+        r'.*?data-hop="router" data-state="([\w-]+)"',
         head,
     )
     assert dict(hops) == {"before": "ok", "broken": "failed", "fixed": "ok"}
