@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import shutil
 import subprocess
 from itertools import count
@@ -56,8 +55,10 @@ class NetnsProvider(SimProvider):
         " router nftables, the RDP listener and the probe on real sockets"
     )
 
-    def __init__(self, worker: str | None = None) -> None:
-        self.worker = worker or os.environ.get("PYTEST_XDIST_WORKER", "")
+    def __init__(self, worker: int | None = None) -> None:
+        #: the pytest-xdist worker (the plugin passes its index): in every namespace's name,
+        #: with the pid, so each worker builds its own namespaces
+        self.worker = str(worker if worker is not None else "")
         self._checked = False
         #: capture what crosses the router (needs tcpdump; the report's ladders)
         self.capture = shutil.which("tcpdump") is not None
@@ -150,8 +151,7 @@ class NetnsProvider(SimProvider):
 
     def run_id(self) -> str:
         """Short and unique per process and attempt (the netlab names carry the pid)."""
-        worker = "".join(c for c in self.worker if c.isdigit())
-        return f"n{worker}{next(_runs):x}"[-10:]
+        return f"n{self.worker}x{next(_runs):x}"[-10:]
 
 
 def net_plan(
