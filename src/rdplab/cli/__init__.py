@@ -9,6 +9,7 @@ rdplab export FAULT|--all fixes as standalone Windows PowerShell remediation scr
 rdplab probe HOST[:PORT]  walk an RDP connection from here: TCP, X.224, TLS, CredSSP version
 rdplab diagnose           what breaks RDP between two machines (read-only)
 rdplab serve -s ID        serve a broken scenario's host for a real RDP client to dial
+rdplab netlab shell ROLE  a shell in the network lab of serve --network (client, router, host)
 rdplab exercise ...       graded exercises: new, inspect, answer, check, report
 rdplab fix                repair what diagnose finds, journaled, and diagnose again
 rdplab rollback           undo the last fix from the journal
@@ -33,6 +34,7 @@ COMMANDS = (
     "probe",
     "diagnose",
     "serve",
+    "netlab",
     "export",
     "exercise",
     "fix",

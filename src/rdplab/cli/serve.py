@@ -5,12 +5,13 @@ runs until interrupted (SIGINT or SIGTERM stop it cleanly, exit 0)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,6 +44,17 @@ def serve(
     reveal: Annotated[
         bool, typer.Option("--reveal", help="Say why the host answers as it does (trainers).")
     ] = False,
+    network: Annotated[
+        bool,
+        typer.Option(
+            "--network",
+            help="Build the scenario's whole network as Linux namespaces (client, router, host;"
+            " root) and serve the host there; then: rdplab netlab shell client.",
+        ),
+    ] = False,
+    state: Annotated[
+        Path, typer.Option(help="With --network: where the running lab is described.")
+    ] = Path(".rdplab/netlab.json"),
 ) -> None:
     """Serve a broken scenario's host for a real RDP client to dial (sim twin, no Windows)."""
     from rdplab.lab import load_lab
@@ -61,6 +73,9 @@ def serve(
     listen_port = net.port if port is None else port
     if not 0 <= listen_port <= 65535:
         fail(f"--port {listen_port}: must be a number from 0 to 65535")
+    if network:
+        serve_network(sc, lab_file, reveal, state)
+        return
     try:
         host = broken_host(sc)
     except RdplabError as exc:
@@ -103,6 +118,96 @@ def serve(
         stopper = threading.Thread(target=server.stop, daemon=True)
         stopper.start()
         stopper.join(STOP_GRACE_S)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    _say(lock, "rdplab serve: stopped")
+
+
+def serve_network(sc: Any, lab_file: Path, reveal: bool, state: Path) -> None:
+    """``--network``: the scenario broken on the sim twins, its network built for real
+    (``rdplab.providers.netns``: the router's nftables, the host's firewall, the lab DNS),
+    the host served in its namespace, until interrupted."""
+    from rdplab import windows as win
+    from rdplab.backends.router_sim import SimRouterBackend
+    from rdplab.backends.sim import SimBackend
+    from rdplab.netlab import NetlabUnavailable, build, require
+    from rdplab.netlab import session as ns
+    from rdplab.providers.netns import behaviour_for_open, drop_outbound, net_plan
+    from rdplab.providers.sim import SimProvider
+    from rdplab.scenario import BREAK, run_scenario
+    from rdplab.serve import RDPServer, behaviour_for
+
+    try:
+        require()
+    except NetlabUnavailable as exc:
+        fail(f"--network: {exc}")
+    run = run_scenario(SimProvider(), sc, BREAK)
+    if run.error:
+        fail(f"scenario {sc.id}: {run.failed_step} failed: {run.error}")
+    client, host, router = run.lab.client, run.lab.host, run.lab.router
+    assert isinstance(client, SimBackend) and isinstance(host, SimBackend)
+    rtwin = router.twin if isinstance(router, SimRouterBackend) else None
+    net = sc.network
+    port = net.target_port
+    plan = net_plan(sc, client.twin, host.twin, rtwin, f"s{os.getpid() % 100000:x}")
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    lab = build(plan)
+    server: RDPServer | None = None
+    try:
+        if not client.twin.firewall.evaluate("Out", "TCP", port).allowed:
+            drop_outbound(lab, port)
+        program = win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
+        behaviour = behaviour_for(host.twin, port, program)
+        if behaviour.listener == "drop":
+            behaviour = behaviour_for_open(host.twin, port, program)
+        address = plan.host_address
+        server = lab.call(
+            "host",
+            lambda: RDPServer(address, port, behaviour, on_event=lambda line: _say(lock, line)),
+        )
+        lab.call("host", server.start)
+        ns.write_resolv(lab.names["client"], lab.dns_server, net.host_name.split(".", 1)[-1])
+        session = ns.NetSession(
+            sc.id,
+            str(lab_file),
+            os.getpid(),
+            plan.run_id,
+            dict(lab.names),
+            lab.dial_address,
+            port,
+            net.host_name,
+            lab.dns_server,
+            net.client_site,
+        )
+        ns.write(session, state)
+        _say(lock, str(port))
+        _say(
+            lock,
+            f"rdplab serve: the network of scenario {sc.id!r} as Linux namespaces (client"
+            f" {lab.names['client']}, router {lab.names['router']}, host"
+            f" {lab.names['host']}); the host is a simulated twin (no Windows runs here);"
+            " Ctrl+C stops",
+        )
+        _say(lock, "a shell in the client: rdplab netlab shell client   (router, host too)")
+        _say(lock, f"dial it there: xfreerdp /v:{net.host_name} /u:USER /p:PASS /cert:ignore")
+        if reveal:
+            _say(lock, f"host: {behaviour.reason}")
+        while not stop.wait(0.2):
+            pass
+    finally:
+        if server is not None:
+            stopper = threading.Thread(target=server.stop, daemon=True)
+            stopper.start()
+            stopper.join(STOP_GRACE_S)
+        ns.remove_resolv(lab.names["client"])
+        lab.close()
+        state.unlink(missing_ok=True)
         for s, handler in previous.items():
             signal.signal(s, handler)
     _say(lock, "rdplab serve: stopped")
