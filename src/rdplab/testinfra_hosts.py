@@ -8,6 +8,10 @@ through the transport rdplab already opened for the lab machine: the same WinRM 
 SSH connection, the same authentication, host-key check and timeouts, no secret in a
 string. Windows OpenSSH runs commands in cmd.exe by default, and so does a WinRM shell:
 ``host.run("powershell -NoProfile -Command Get-Service TermService")``.
+
+The lab's router (a Linux gateway over SSH) gets a host the same way, with ``sudo=True``
+when its user is not root (testinfra then wraps each command in ``sudo``);
+``router_rules(host)`` reads rdplab's own nftables rules through it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from rdplab.transports.ssh import SSHTransport
 from rdplab.transports.winrm import WinRMTransport
 
 
-def testinfra_host(transport: Transport) -> Any:
-    """A ``testinfra.host.Host`` whose commands run through ``transport`` (opened)."""
+def testinfra_host(transport: Transport, sudo: bool = False) -> Any:  # noqa: PT028 (not a test)
+    """A ``testinfra.host.Host`` whose commands run through ``transport`` (opened);
+    ``sudo``: each command runs under ``sudo`` (a Linux router whose user is not root)."""
     try:
         from testinfra.backend.base import BaseBackend, HostSpec
         from testinfra.backend.paramiko import ParamikoBackend
@@ -43,7 +48,7 @@ def testinfra_host(transport: Transport) -> Any:
 
         def __init__(self) -> None:
             # testinfra's BaseBackend only: the subclass constructors would parse a URL
-            BaseBackend.__init__(self, transport.host)
+            BaseBackend.__init__(self, transport.host, sudo=sudo)
             self.host = HostSpec(transport.host, None, None, None)
             self.transport = transport
 
@@ -56,3 +61,23 @@ def testinfra_host(transport: Transport) -> Any:
             return f"<rdplab {self.NAME} testinfra backend for {transport.host}>"
 
     return Host(Backend())
+
+
+def router_rules(host: Any) -> dict[str, Any]:
+    """rdplab's rules on a router, read with testinfra (``host.check_output("nft -j list
+    ruleset")``) and parsed like the SSH router backend's facts: ``forwards`` (port ->
+    {port, to, to_port}), ``mss_clamp`` and ``icmp_frag_needed``."""
+    import json
+
+    from rdplab.backends import router_ssh
+
+    rules = router_ssh.nft_rules(json.loads(host.check_output("nft -j list ruleset")))
+    return {
+        "forwards": router_ssh.forwards_of(rules),
+        "mss_clamp": router_ssh.has_comment(rules, ("forward",), router_ssh.MSS_COMMENT),
+        "icmp_frag_needed": (
+            "drop"
+            if router_ssh.has_comment(rules, ("forward", "output"), router_ssh.ICMP_COMMENT)
+            else "pass"
+        ),
+    }

@@ -7,6 +7,14 @@ reference only (``password_env: VAR`` or ``keyring: service/user``; for ssh also
 ``key_file``, ``passphrase_env`` and ``known_hosts``). A literal ``password`` in the file
 is an error naming file, line and field: secrets never live in the inventory.
 
+An optional ``router`` entry is the lab's router, a Linux gateway over SSH
+(``rdplab.backends.router_ssh``): address, port, username, credentials as above,
+``known_hosts``, ``lan_interface`` / ``outside_interface`` (where its addresses are read),
+``client_link`` (the interface toward the remote client) and ``sudo``. Scenarios whose lab
+has a router need it. The router is reset by bringing rdplab's rules back to its baseline,
+its snapshot the first time it is reset, kept in
+``<journal dir>/router_<address>_<port>.baseline.json`` (delete the file to take a new one).
+
 Reset is the rollback journal (``rdplab.providers.journal``). Every batch is written
 before it is sent, with an inverse planned from the facts, and completed when it answers,
 as one JSON line in ``<journal dir>/<address>_<port>.jsonl`` (``.rdplab-journal/`` next
@@ -21,6 +29,7 @@ certificate with its key, ``hotfix.install``) are named in ``reset_notes``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -35,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rdplab import yamlfile
 from rdplab.backends.base import CallLog
+from rdplab.backends.router_ssh import SSHRouterBackend
 from rdplab.catalog.base import ROLES, Role
 from rdplab.errors import LabFileError, ProviderError
 from rdplab.facts import Facts
@@ -77,9 +87,35 @@ class MachineEntry(_Strict):
     timeout: int = Field(default=30, ge=2, le=3600)
 
 
+_IFNAME = r"^[A-Za-z0-9_.:@-]{1,15}$"
+
+
+class RouterEntry(_Strict):
+    """``machines.router``: the lab's router, a Linux gateway with nftables, over SSH."""
+
+    address: str = Field(min_length=1)
+    transport: Literal["ssh"] = "ssh"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    keyring: str | None = Field(default=None, pattern=r"^[^/]+/.+$")
+    key_file: str | None = None
+    passphrase_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    known_hosts: str | None = None
+    #: where the facts read the router's LAN and outside addresses (default: the lab file's)
+    lan_interface: str | None = Field(default=None, pattern=_IFNAME)
+    outside_interface: str | None = Field(default=None, pattern=_IFNAME)
+    #: the interface toward the remote client: link.mtu, the facts' link_mtu
+    client_link: str = Field(default="wg0", pattern=_IFNAME)
+    #: run rdplab's scripts through ``sudo -n`` (a user with passwordless sudo)
+    sudo: bool = False
+    timeout: int = Field(default=30, ge=2, le=3600)
+
+
 class Machines(_Strict):
     client: MachineEntry
     host: MachineEntry
+    router: RouterEntry | None = None
 
 
 class InventorySpec(_Strict):
@@ -121,6 +157,9 @@ def load_inventory(path: str | Path) -> tuple[InventorySpec, yamlfile.Located]:
             raise doc.error((*loc, "keyring"), "give password_env or keyring, not both")
         if m.transport == "winrm" and not (m.password_env or m.keyring):
             raise doc.error(loc, "WinRM needs password_env: VAR or keyring: service/user")
+    router = spec.machines.router
+    if router is not None and router.password_env and router.keyring:
+        raise doc.error(("machines", "router", "keyring"), "give password_env or keyring, not both")
     return spec, doc
 
 
@@ -154,19 +193,26 @@ class InventoryProvider(RemoteProvider):
         self._pending: dict[Role, str] = {}
         #: the tag of the ``rdplab fix`` in progress: its journal entries carry it
         self.fix_tag: str | None = None
+        router = self.spec.machines.router
         self.runs_on = (
             "existing Windows machines from "
             f"{self.path.name} (client {self.entry('client').address},"
-            f" host {self.entry('host').address}; reset: rollback journal)"
+            f" host {self.entry('host').address}"
+            + (f", router {router.address} (Linux, SSH)" if router is not None else "")
+            + "; reset: rollback journal)"
         )
 
     def entry(self, role: Role) -> MachineEntry:
         entry: MachineEntry = getattr(self.spec.machines, role)
         return entry
 
+    def router_entry(self) -> RouterEntry | None:
+        return self.spec.machines.router
+
     # -- credentials, by reference only ------------------------------------------------------
     def _secret(self, role: Role, env: str | None, ring: str | None, what: str) -> str | None:
-        m = self.entry(role)
+        m = self.router_entry() if role == "router" else self.entry(role)
+        assert m is not None
         who = f"{m.address} ({role})"
         if env is not None:
             value = os.environ.get(env)
@@ -202,24 +248,28 @@ class InventoryProvider(RemoteProvider):
     def preflight(self) -> None:
         """Every credential the run will need is there, and each machine's WinRM or SSH
         port accepts a TCP connection (nothing is sent; no credential leaves)."""
-        for role in ROLES:
+        roles: tuple[Role, ...] = (*ROLES, "router") if self.router_entry() else ROLES
+        for role in roles:
             self.check_credentials(role)
-        for role in ROLES:
+        for role in roles:
             self.check_port(role)
 
     def check_credentials(self, role: Role) -> None:
         """The secrets the machine needs are where the inventory says (ProviderError)."""
-        m = self.entry(role)
+        m = self.router_entry() if role == "router" else self.entry(role)
+        assert m is not None
         self._secret(role, m.password_env, m.keyring, "password")
         self._secret(role, m.passphrase_env, None, "passphrase")
 
     def transport_port(self, role: Role) -> int:
-        m = self.entry(role)
+        m = self.router_entry() if role == "router" else self.entry(role)
+        assert m is not None
         return m.port or (22 if m.transport == "ssh" else 5985)
 
     def check_port(self, role: Role) -> None:
         """The machine's WinRM or SSH port accepts a TCP connection (ProviderError)."""
-        m = self.entry(role)
+        m = self.router_entry() if role == "router" else self.entry(role)
+        assert m is not None
         port = self.transport_port(role)
         try:
             socket.create_connection((m.address, port), timeout=min(5, m.timeout)).close()
@@ -266,6 +316,75 @@ class InventoryProvider(RemoteProvider):
             passphrase=self._secret(role, m.passphrase_env, None, "passphrase"),
             timeout=float(m.timeout),
         )
+
+    # -- the router --------------------------------------------------------------------------
+    def open_router(self) -> SSHRouterBackend | None:
+        r = self.router_entry()
+        if r is None:
+            return None
+        from rdplab.transports.ssh import SSHTransport
+
+        transport = SSHTransport(
+            r.address,
+            r.port or 22,
+            r.username,
+            self._secret("router", r.password_env, r.keyring, "password"),
+            str(Path(r.key_file).expanduser()) if r.key_file else None,
+            r.known_hosts,
+            passphrase=self._secret("router", r.passphrase_env, None, "passphrase"),
+            timeout=float(r.timeout),
+        )
+        return SSHRouterBackend(
+            transport,
+            CallLog(),
+            client_link=r.client_link,
+            lan_interface=r.lan_interface,
+            outside_interface=r.outside_interface,
+            sudo=r.sudo,
+        )
+
+    def no_router(self, scenario: Scenario) -> str:
+        return (
+            f"{self.path}: machines.router is missing: scenario {scenario.id} has a router"
+            " (network.router in its lab file); add a router entry with address, username,"
+            " key_file or password_env, and known_hosts (docs/real-windows.md)"
+        )
+
+    def router_baseline_path(self) -> Path:
+        r = self.router_entry()
+        assert r is not None
+        name = re.sub(r"[^A-Za-z0-9.-]", "_", r.address)
+        return self.journal_dir / f"router_{name}_{r.port or 22}.baseline.json"
+
+    def router_baseline(self, router: SSHRouterBackend) -> dict[str, Any]:
+        """The router as it was the first time rdplab reset it, kept next to the journal
+        (a crashed run's leftovers are undone by the next run); delete the file to take a
+        new baseline."""
+        if self.router_base is not None:
+            return self.router_base
+        path = self.router_baseline_path()
+        base: dict[str, Any]
+        if path.exists():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ProviderError(
+                    f"{path}: cannot read the router's baseline ({type(exc).__name__});"
+                    " delete it to take a new one"
+                ) from None
+            if not isinstance(loaded, dict) or not isinstance(loaded.get("forwards"), dict):
+                raise ProviderError(
+                    f"{path}: not a router baseline (no forwards); delete it to take a new one"
+                )
+            base = loaded
+        else:
+            base = router.snapshot()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(base, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        self.router_base = base
+        return base
 
     def rdp_endpoint(self, scenario: Scenario) -> tuple[str, int]:
         host, net = self.entry("host"), scenario.network

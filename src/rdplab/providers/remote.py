@@ -17,6 +17,12 @@ the client through the agent). CredSSP and licensing are reported as not probed.
 
 ``testinfra_host`` hands pytest-testinfra a Host whose commands run through the same open
 transport (``rdplab.testinfra_hosts``), so no password goes into a testinfra host URL.
+
+A scenario whose lab has a router (``network.router``) also gets the router: a Linux
+gateway over SSH (``rdplab.backends.router_ssh``) that the subclass describes
+(``open_router``). Its transport is opened once; its baseline is its snapshot the first
+time it is reset (``router_baseline``; the inventory keeps it in a file), and every reset
+brings it back there in one command (``SSHRouterBackend.restore``).
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from cryptography import x509
 from rdplab import credssp_wire, probe
 from rdplab.backends.agent import AgentBackend
 from rdplab.backends.base import Backend, CallLog
+from rdplab.backends.router_ssh import SSHRouterBackend
 from rdplab.catalog import credssp_oracle_mismatch as credssp
 from rdplab.catalog.base import ROLES, Role
 from rdplab.connection import ConnectionResult, Stage, _Run
+from rdplab.errors import ProviderError
 from rdplab.facts import Facts
 from rdplab.lab import Scenario
 from rdplab.ops import BatchResult, Op
@@ -88,6 +96,8 @@ class RemoteProvider(Provider):
         self.transports: dict[Role, Transport] = {}
         self.backends: dict[Role, RemoteBackend] = {}
         self.agent_status: dict[Role, str] = {}
+        self.router: SSHRouterBackend | None = None
+        self.router_base: dict[str, Any] | None = None
 
     # -- what a real provider supplies ----------------------------------------------------
     @abstractmethod
@@ -103,6 +113,23 @@ class RemoteProvider(Provider):
         """Where the probe reaches the host's listener for the port the client dials
         (``network.target_port``: RDP-Tcp, or the WebSocket port) when the client resolves
         the host's lab name to its lab address."""
+
+    def open_router(self) -> SSHRouterBackend | None:
+        """The lab's router, its transport not yet open (None: this lab has none)."""
+        return None
+
+    def no_router(self, scenario: Scenario) -> str:
+        """What to say when ``scenario`` has a router and this lab has none."""
+        return (
+            f"scenario {scenario.id} has a router (network.router in its lab file), and the"
+            f" {self.name} lab has none"
+        )
+
+    def router_baseline(self, router: SSHRouterBackend) -> dict[str, Any]:
+        """The router's baseline: its snapshot the first time it is needed."""
+        if self.router_base is None:
+            self.router_base = router.snapshot()
+        return self.router_base
 
     def before_apply(self, backend: RemoteBackend, ops: list[Op]) -> None:
         """Called before every batch is sent (the inventory provider journals it first)."""
@@ -130,6 +157,36 @@ class RemoteProvider(Provider):
                     raise
         return self.backends[role]
 
+    def router_machine(self, scenario: Scenario | None = None) -> SSHRouterBackend | None:
+        """The open router backend (opened the first time); None when the lab has no router
+        and no scenario needs one, a ProviderError when ``scenario`` needs one."""
+        if self.router is None:
+            router = self.open_router()
+            if router is None:
+                if scenario is not None:
+                    raise ProviderError(self.no_router(scenario))
+                return None
+            router.transport.open()
+            self.router = router
+        if scenario is not None and scenario.network.router is not None:
+            r = scenario.network.router  # reported where the router's interfaces are not named
+            self.router.addresses = {"lan": r.lan_address, "outside": r.outside_address}
+        return self.router
+
+    def restore_router(self, scenario: Scenario) -> None:
+        """The router back to its baseline (one command; a no-op when it is there)."""
+        router = self.router_machine(scenario)
+        assert router is not None
+        router.calls = CallLog()
+        router.calls.phase = "reset"
+        result = router.restore(self.router_baseline(router))
+        if result.errors:
+            failed = result.errors[0]
+            raise ProviderError(
+                f"{router.host} (router): bringing it back to its baseline failed at"
+                f" {failed.op}: {failed.error}"
+            )
+
     def drop(self, role: Role) -> None:
         """Close and forget one machine's transport (it is reopened when next needed)."""
         self.backends.pop(role, None)
@@ -139,16 +196,24 @@ class RemoteProvider(Provider):
 
     def reset(self, scenario: Scenario) -> LabMachines:
         self.restore(scenario, self.to_restore(scenario))
+        if scenario.network.router is not None:
+            self.restore_router(scenario)
         return self.attach(scenario)
 
     def attach(self, scenario: Scenario) -> LabMachines:
-        """Both machines as they are, with a fresh call log (``reset`` restores first)."""
+        """Both machines (and the router, when the lab has one) as they are, with a fresh
+        call log (``reset`` restores first)."""
         calls = CallLog()
         backends = {role: self.machine(role) for role in ROLES}
         for b in backends.values():
             b.calls = calls
             b.last_facts = None
-        return LabMachines(backends["client"], backends["host"], calls)
+        router = None
+        if scenario.network.router is not None:
+            router = self.router_machine(scenario)
+            assert router is not None
+            router.calls = calls
+        return LabMachines(backends["client"], backends["host"], calls, router)
 
     def reach(self) -> None:
         """Open both machines' transports and check their agents."""
@@ -158,10 +223,18 @@ class RemoteProvider(Provider):
     def close(self) -> None:
         for role in list(self.transports):
             self.drop(role)
+        router, self.router = self.router, None
+        if router is not None:
+            router.transport.close()
 
     def testinfra_host(self, role: Role) -> Any:
         from rdplab.testinfra_hosts import testinfra_host
 
+        if role == "router":
+            router = self.router_machine()
+            if router is None:
+                return None
+            return testinfra_host(router.transport, sudo=router.sudo)
         return testinfra_host(self.machine(role).transport)
 
     # -- the connection ---------------------------------------------------------------------
