@@ -203,8 +203,7 @@ class NetLab:
                 self.dns.stop()
             for thread in self._threads:
                 thread.join(2)
-            for role in ("router", "host"):
-                nft.delete(self.names[role], self.plan.run_id)
+            # the rules go with their namespaces (nftables tables are per network namespace)
         finally:
             topology.teardown(self.names, self.links)
             unregister(id(self))

@@ -63,7 +63,7 @@ class LabDNS:
         # socketserver polls for shutdown every poll_interval: a bounded stop
         self._thread = threading.Thread(
             target=self._server.server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.02},
             name=f"lab-dns-{self.address}",
             daemon=True,
         )

@@ -259,8 +259,12 @@ def teardown(names: dict[str, str], links: Links | None) -> None:
         router = names.get("router")
         if links is not None and router is not None:
             # explicit: a namespace still held by a leaked socket would keep its links
-            for dev in (links.router_client, links.router_host_port, links.bridge):
-                sh(["ip", "-n", router, "link", "del", "dev", dev], check=False)
+            devs = (links.router_client, links.router_host_port, links.bridge)
+            sh(
+                ["ip", "-n", router, "-force", "-batch", "-"],
+                check=False,
+                input="".join(f"link del dev {dev}\n" for dev in devs),
+            )
         for role in ("client", "host", "router"):
             if role in names:
                 delete_namespace(names[role])
