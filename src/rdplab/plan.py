@@ -105,6 +105,12 @@ def _target(o: Op) -> tuple[str, ...] | None:
         return ("fw", repr(sorted(dict(a["match"]).items())))
     if o.name in ("hosts.set", "hosts.remove"):
         return ("hosts", str(a["name"]).lower())
+    if o.name in ("ip.static", "ip.dhcp.lease"):
+        return ("ip", str(a["alias"]).lower())
+    if o.name in ("fwd.set", "fwd.remove"):
+        return ("fwd", str(a["port"]))
+    if o.name in ("icmp.frag", "link.mtu"):
+        return (o.name,)
     return None
 
 
@@ -122,6 +128,12 @@ def _wanted(o: Op) -> object:
         return (a.get("enabled"), a.get("action"))
     if o.name == "hosts.set":
         return ("set", a["address"])
+    if o.name in ("ip.static", "ip.dhcp.lease", "fwd.set"):
+        return (o.name, a.get("address", a.get("to")), a.get("to_port"))
+    if o.name == "icmp.frag":
+        return a["allow"]
+    if o.name == "link.mtu":
+        return a["mtu"]
     return ("remove",)
 
 

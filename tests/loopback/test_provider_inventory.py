@@ -739,3 +739,170 @@ def test_inventory_of_real_windows_machines() -> None:
     assert run.error is None, f"{run.failed_step}: {run.error}"
     assert run.connection is not None and run.connection.ok, run.connection
     assert run.max_calls_per_machine_phase == 1
+
+
+# -- the router: a Linux gateway over SSH (machines.router) ---------------------------------------
+NET_LAB = load_lab(REPO / "labs" / "network.yaml")
+ROUTER_GOOD = (
+    GOOD
+    + """\
+  router:
+    address: 192.168.56.1
+    username: root
+    key_file: ~/.ssh/id_ed25519
+    known_hosts: ~/.ssh/known_hosts
+    lan_interface: eth1
+    outside_interface: eth0
+    client_link: wg0
+"""
+)
+
+
+def router_yaml(server: Any, lan: str, outside: str) -> str:
+    return (
+        "  router:\n    address: 127.0.0.1\n    transport: ssh\n"
+        f"    port: {server.port}\n    username: {server.user}\n"
+        f"    key_file: {server.client_key}\n    known_hosts: {server.known_hosts}\n"
+        f"    lan_interface: {lan}\n    outside_interface: {outside}\n"
+        f"    client_link: {outside}\n    timeout: 10\n"
+    )
+
+
+@pytest.mark.winrm_loopback
+@pytest.mark.ssh_loopback
+@pytest.mark.netns
+def test_router_entry_hands_out_the_router_and_resets_it(
+    winrm_lab: WinRMLab, tmp_path: Path
+) -> None:
+    """An inventory with a router: a scenario whose lab has one gets an SSHRouterBackend
+    (a real sshd into a lab router namespace); its baseline is kept next to the journal,
+    and every reset, in this run or the next, brings its rules back in one command."""
+    import json
+
+    from rdplab.backends.router_ssh import SSHRouterBackend
+    from rdplab.ops import Op
+
+    from .test_router_ssh import router_lab
+
+    with router_lab(tmp_path / "router") as lab:
+        lab.provision_forward()  # the router's healthy state: RDP forwarded to the host
+        for r in winrm_lab.responders().values():
+            r.install_agent()  # machines with the agent already (no upload to wait for)
+        text = winrm_lab.inventory.read_text().replace(
+            "probe_timeout: 1\n",
+            router_yaml(lab.server, lab.lan_interface, lab.outside_interface)
+            + "probe_timeout: 1\n",
+        )
+        winrm_lab.inventory.write_text(text)
+        scenario = NET_LAB.scenario("port-forward-missing")
+        provider = InventoryProvider(winrm_lab.inventory)
+        try:
+            assert "router 127.0.0.1 (Linux, SSH)" in provider.runs_on
+            provider.preflight()  # the router's port too
+            machines = provider.reset(scenario)
+            router = machines.router
+            assert isinstance(router, SSHRouterBackend) and router.sudo is False
+            assert machines.backend("router") is router
+            saved = provider.router_baseline_path()
+            assert saved.name == f"router_127.0.0.1_{lab.server.port}.baseline.json"
+            assert saved.parent == winrm_lab.inventory.parent / ".rdplab-journal"
+            base = json.loads(saved.read_text())
+            assert base["forwards"] == {
+                "3389": {"port": 3389, "to": "192.168.56.11", "to_port": 3389}
+            }
+            assert base["addresses"] == {"lan": "192.168.56.1", "outside": "203.0.113.1"}
+            broken = [Op("fwd.remove", {"port": 3389}), Op("icmp.frag", {"allow": False})]
+            assert router.apply(broken).changes == 2
+        finally:
+            provider.close()  # as a crashed run would leave it: broken
+        again = InventoryProvider(winrm_lab.inventory)
+        try:
+            again.reset(scenario)  # the next run: the saved baseline, not the broken router
+            assert again.router is not None and again.router.snapshot() == base
+        finally:
+            again.close()
+
+
+def test_router_scenario_without_a_router_entry(tmp_path: Path) -> None:
+    path = _inventory(tmp_path, GOOD)
+    provider = InventoryProvider(path)
+    assert provider.testinfra_host("router") is None  # the testinfra fixture then skips
+    with pytest.raises(ProviderError) as info:
+        provider.router_machine(NET_LAB.scenario("port-forward-missing"))
+    assert str(info.value) == (
+        f"{path}: machines.router is missing: scenario port-forward-missing has a router"
+        " (network.router in its lab file); add a router entry with address, username,"
+        " key_file or password_env, and known_hosts (docs/real-windows.md)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        (
+            ROUTER_GOOD.replace(
+                "key_file: ~/.ssh/id_ed25519\n    known", "password: hunter2-secret\n    known"
+            ),
+            ":15: machines.router.password",
+            "secrets never go in the inventory",
+        ),
+        (
+            ROUTER_GOOD.replace("    client_link: wg0\n", "    transport: winrm\n"),
+            ":19: machines.router.transport",
+            "Input should be 'ssh'",
+        ),
+        (
+            ROUTER_GOOD + "    auth: ntlm\n",
+            ":20: machines.router.auth",
+            "unknown field",
+        ),
+        (
+            ROUTER_GOOD.replace("lan_interface: eth1", "lan_interface: eth1; reboot"),
+            ":17: machines.router.lan_interface",
+            "String should match pattern",
+        ),
+        (
+            ROUTER_GOOD + "    password_env: RDPLAB_ROUTER_PW\n    keyring: rdplab/root\n",
+            ":21: machines.router.keyring",
+            "give password_env or keyring, not both",
+        ),
+    ],
+)  # fmt: skip
+def test_router_entry_errors_name_file_line_field(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    path = _inventory(tmp_path, text)
+    with pytest.raises(LabFileError) as info:
+        load_inventory(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}{where}: "), msg
+    assert message in msg
+    assert "hunter2-secret" not in msg
+
+
+def test_router_entry_and_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, _ = load_inventory(_inventory(tmp_path, ROUTER_GOOD))
+    router = spec.machines.router
+    assert router is not None
+    assert (router.transport, router.client_link, router.sudo) == ("ssh", "wg0", False)
+    text = ROUTER_GOOD.replace("key_file: ~/.ssh/id_ed25519", "password_env: RDPLAB_ROUTER_PW")
+    provider = InventoryProvider(_inventory(tmp_path, text))
+    monkeypatch.delenv("RDPLAB_ROUTER_PW", raising=False)
+    with pytest.raises(ProviderError) as info:
+        provider.check_credentials("router")
+    assert str(info.value) == (
+        "192.168.56.1 (router): the environment variable RDPLAB_ROUTER_PW is not set; it holds"
+        f" the password ({tmp_path / 'inventory.yaml'}:15: machines.router.password_env)"
+    )
+    monkeypatch.setenv("RDPLAB_ROUTER_PW", "Router-Secret-7")
+    backend = provider.open_router()
+    assert backend is not None
+    assert backend.transport.port == 22 and backend.lan_interface == "eth1"
+    assert "Router-Secret-7" not in repr(backend) + repr(vars(backend.transport))
+
+
+def test_example_inventory_has_a_router() -> None:
+    spec, _ = load_inventory(REPO / "fixtures" / "inventory.example.yaml")
+    router = spec.machines.router
+    assert router is not None
+    assert (router.address, router.lan_interface, router.sudo) == ("192.168.56.1", "eth1", True)

@@ -490,3 +490,179 @@ def test_vagrant_lab_on_real_vms() -> None:
         p.close()
     assert run.error is None, f"{run.failed_step}: {run.error}"
     assert run.connection is not None and run.connection.ok, run.connection
+
+
+# -- the router (RDPLAB_ROUTER=1): a Debian gateway over SSH ------------------------------------
+NET_LAB = load_lab(REPO / "labs" / "network.yaml")
+LEARN = ["ssh", "router", "-c", "cat /etc/ssh/ssh_host_ed25519_key.pub /etc/rdplab/router.env"]
+
+ROUTER_FAKE = r'''#!{python}
+"""The fake vagrant, plus the router's ssh-config and ssh -c; the rest: vagrant-base."""
+import json, os, sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+args = sys.argv[1:]
+if args[:1] in (["ssh-config"], ["ssh"]) and args[1:2] == ["router"]:
+    r = json.loads((HERE / "router.json").read_text())
+    with (HERE / "calls.log").open("a") as log:
+        log.write(json.dumps(args) + "\n")
+    if args[0] == "ssh-config":
+        print("Host router")
+        print("  HostName 127.0.0.1")
+        print(f"  User {{r['user']}}")
+        print(f"  Port {{r['port']}}")
+        print("  UserKnownHostsFile /dev/null")
+        print("  StrictHostKeyChecking no")
+        print("  PasswordAuthentication no")
+        print(f'  IdentityFile "{{r["key"]}}"')
+        print("  IdentitiesOnly yes")
+        print("  LogLevel FATAL")
+    else:
+        print(r["host_key"])
+        if r.get("env", True):
+            print(f"lan_interface={{r['lan']}}")
+            print(f"outside_interface={{r['outside']}}")
+        print("Connection to 127.0.0.1 closed.", file=sys.stderr)
+    sys.exit(0)
+os.execv(sys.executable, [sys.executable, str(HERE / "vagrant-base"), *args])
+'''
+
+
+def install_router_fake(
+    fake: FakeVagrant, info: dict[str, Any], state: str = "not_created"
+) -> None:
+    """The fake also answers for a Vagrantfile ``router`` machine, described by ``info``."""
+    exe = fake.dir / "vagrant"
+    exe.rename(fake.dir / "vagrant-base")
+    exe.write_text(ROUTER_FAKE.format(python=sys.executable))
+    exe.chmod(0o755)
+    (fake.dir / "router.json").write_text(json.dumps(info))
+    doc = fake.state
+    doc["machines"]["router"] = {"state": state, "snapshots": [], "box": "debian/bookworm64"}
+    fake.set_state(doc)
+
+
+@pytest.mark.winrm_loopback
+@pytest.mark.ssh_loopback
+@pytest.mark.netns
+def test_router_from_vagrant_ssh_config(
+    fake_vagrant: FakeVagrant,
+    vms: dict[str, Responder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scenario with a router: the router VM is brought up, reached where `vagrant
+    ssh-config router` says, its host key learned once; every reset brings its rules back
+    in one SSH command and no vagrant command. The router is a real sshd whose commands
+    run in a lab router namespace (tests/loopback/test_router_ssh.py)."""
+    from rdplab import testinfra_hosts
+    from rdplab.backends.router_ssh import SSHRouterBackend
+    from rdplab.ops import Op
+
+    from .test_router_ssh import router_lab
+
+    with router_lab(tmp_path / "router") as lab:
+        server = lab.server
+        install_router_fake(
+            fake_vagrant,
+            {
+                "user": server.user,
+                "port": server.port,
+                "key": str(server.client_key),
+                "host_key": server.host_key_line,
+                "lan": lab.lan_interface,
+                "outside": lab.outside_interface,
+            },
+        )
+        lab.provision_forward()  # what vagrant/provision/router.sh leaves
+        for r in vms.values():
+            r.install_agent()  # provisioned VMs: the agent is there (no upload to wait for)
+        monkeypatch.setenv("RDPLAB_ROUTER", "1")
+        p, progress = provider(tmp_path)
+        scenario = p.place(NET_LAB.scenario("port-forward-missing"))
+        assert scenario.network.router is not None
+        assert (scenario.network.router.lan_address, scenario.network.router.outside_address) == (
+            "192.168.56.2",
+            "203.0.113.2",
+        )
+        try:
+            machines = p.reset(scenario)
+            assert fake_vagrant.calls()[-4:] == [
+                ["status", "--machine-readable"],
+                ["up", "router"],
+                ["ssh-config", "router"],
+                LEARN,
+            ]
+            router = machines.router
+            assert isinstance(router, SSHRouterBackend) and router.sudo
+            assert router.client_link == lab.outside_interface
+            known = tmp_path / "project" / ".vagrant" / "rdplab" / "router_known_hosts"
+            key = " ".join(server.host_key_line.split()[:2])
+            assert known.read_text() == f"[127.0.0.1]:{server.port} {key}\n"
+            healthy = p.router_base  # its snapshot at the first reset: its baseline
+            assert healthy is not None
+            assert healthy["forwards"] == {
+                "3389": {"port": 3389, "to": "192.168.56.11", "to_port": 3389}
+            }
+            assert healthy["addresses"] == {"lan": "192.168.56.1", "outside": "203.0.113.1"}
+            assert router.apply([Op("fwd.remove", {"port": 3389})]).changes == 1
+
+            fake_vagrant.clear()
+            again = p.reset(scenario)
+            assert fake_vagrant.calls() == [
+                ["snapshot", "restore", "client", "baseline", "--no-provision"],
+                ["snapshot", "restore", "host", "baseline", "--no-provision"],
+            ]  # the router: one SSH command, no vagrant
+            assert again.router is router
+            rules = testinfra_hosts.router_rules(p.testinfra_host("router"))
+            assert rules["forwards"] == healthy["forwards"]  # back, seen over testinfra
+        finally:
+            p.close()
+        assert "rdplab: vagrant up router (the first time this takes a while)" in progress
+
+
+def test_router_scenario_needs_rdplab_router(
+    fake_vagrant: FakeVagrant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RDPLAB_ROUTER", raising=False)
+    p, _ = provider(tmp_path)
+    scenario = NET_LAB.scenario("port-forward-missing")
+    assert p.place(scenario) is scenario  # no router VM: the lab file's addresses stay
+    assert p.testinfra_host("router") is None
+    with pytest.raises(ProviderError) as info:
+        p.router_machine(scenario)
+    assert str(info.value) == (
+        "scenario port-forward-missing has a router (network.router in its lab file): bring"
+        f" up the Vagrantfile's router with RDPLAB_ROUTER=1 vagrant up router in"
+        f" {tmp_path / 'project'}, and run with RDPLAB_ROUTER=1 set (docs/vagrant.md, The"
+        " router)"
+    )
+    assert fake_vagrant.calls() == []
+
+
+def test_router_is_pair_zero_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RDPLAB_ROUTER", "1")
+    p, _ = provider(tmp_path, worker=1)
+    with pytest.raises(ProviderError, match="the Vagrantfile's router belongs to pair 0; worker 1"):
+        p.router_machine(NET_LAB.scenario("port-forward-missing"))
+
+
+def test_router_without_its_provisioning_says_so(
+    fake_vagrant: FakeVagrant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = {"user": "vagrant", "port": 2200, "key": "/k", "host_key": "ssh-ed25519 AAAAC3 x"}
+    install_router_fake(fake_vagrant, {**info, "env": False}, state="running")
+    monkeypatch.setenv("RDPLAB_ROUTER", "1")
+    p, _ = provider(tmp_path)
+    with pytest.raises(ProviderError) as err:
+        p.router_machine(NET_LAB.scenario("port-forward-missing"))
+    assert str(err.value) == (
+        "the router VM did not show the interfaces in /etc/rdplab/router.env; provision it"
+        f" again: RDPLAB_ROUTER=1 vagrant provision router (in {tmp_path / 'project'})"
+    )
+    assert fake_vagrant.calls() == [
+        ["status", "--machine-readable"],
+        ["ssh-config", "router"],
+        LEARN,
+    ]  # running: not brought up again

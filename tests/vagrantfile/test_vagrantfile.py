@@ -15,6 +15,10 @@ the repository:
    (virtualbox, hyperv, libvirt; none installed), runs each provider config's own
    ``validate`` and prints the resolved settings as JSON for the assertions below.
 
+With ``RDPLAB_ROUTER=1`` the Vagrantfile also defines ``router``, a Debian NAT gateway over
+SSH; its configuration is checked the same way, and its provisioning script with ``bash -n``
+(the script's forward itself runs in a network namespace in tests/loopback/test_router_ssh.py).
+
 docs/vagrant.md says what only a real hypervisor and review can prove.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -36,9 +41,11 @@ from typing import Any
 import pytest
 import yaml
 
+from rdplab import export_router
 from rdplab import workers as workers_mod
 from rdplab.agent import AGENT_DIR
 from rdplab.lab import load_lab
+from rdplab.providers.vagrant import ROUTER_LAN_ADDRESS, ROUTER_OUTSIDE_ADDRESS, ROUTER_VM
 
 pytestmark = pytest.mark.vagrantfile
 
@@ -50,6 +57,8 @@ LAB_FILE = REPO / "labs" / "rdp-0x904.yaml"
 BASELINE_DIR = REPO / "fixtures" / "baselines"
 AGENT_SOURCE = REPO / "src" / "rdplab" / "agent" / "agent.ps1"
 PROVISION_SCRIPTS = sorted((REPO / "vagrant" / "provision").glob("*.ps1"))
+ROUTER_SCRIPT = REPO / "vagrant" / "provision" / "router.sh"
+NETWORK_LAB = REPO / "labs" / "network.yaml"
 
 PROVIDERS = ("virtualbox", "hyperv", "libvirt")
 MACHINES = ("client", "host")
@@ -194,6 +203,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "default": {},
     "overrides": OVERRIDES,
     "unpatched": {"RDPLAB_HOST_VARIANT": "unpatched"},
+    "router": {"RDPLAB_ROUTER": "1"},
 }
 
 
@@ -353,6 +363,8 @@ def test_validate_fails_on_a_missing_provision_script(vagrant: Vagrant, tmp_path
         ("RDPLAB_MEMORY", "lots"),
         ("RDPLAB_CPUS", "0"),
         ("RDPLAB_WORKER", "8"),
+        ("RDPLAB_ROUTER", "yes"),
+        ("RDPLAB_ROUTER_MEMORY", "half"),
     ],
 )
 def test_bad_settings_fail_with_their_name(
@@ -456,7 +468,7 @@ def test_no_port_collisions(dumps: Callable[[str], Dump], config: str) -> None:
     doc = dumps(config)
     for provider in PROVIDERS:
         owner: dict[int, str] = {}
-        for machine in MACHINES:
+        for machine in doc["machine_names"]:  # the router too, with RDPLAB_ROUTER=1
             for f in forwards(doc["machines"][machine][provider]):
                 port = f["host"]
                 assert port not in VAGRANT_DEFAULT_HOST_PORTS, (
@@ -465,7 +477,8 @@ def test_no_port_collisions(dumps: Callable[[str], Dump], config: str) -> None:
                 )
                 assert port not in owner, f"{provider}: {port} on {owner.get(port)} and {machine}"
                 owner[port] = f"{machine}:{f['id']}"
-        assert len(owner) == len(MACHINES) * len(GUEST_PORTS)
+        router = 1 if "router" in doc["machine_names"] else 0  # its ssh forward only
+        assert len(owner) == len(MACHINES) * len(GUEST_PORTS) + router
 
 
 def _vbox_resources(m: Dump) -> tuple[int, int]:
@@ -755,3 +768,131 @@ def test_provision_scripts_parse() -> None:
 def test_nothing_written_to_the_repo() -> None:
     assert not (REPO / ".vagrant").exists()
     assert not (REPO / "vagrant" / ".vagrant").exists()
+
+
+# -- the router (RDPLAB_ROUTER=1) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def routed(dumps: Callable[[str], Dump]) -> Dump:
+    return dumps("router")
+
+
+def router_net() -> Any:
+    net = load_lab(NETWORK_LAB).scenario("healthy-outside").network
+    assert net.router is not None
+    return net
+
+
+def test_router_only_with_rdplab_router(default: Dump, routed: Dump) -> None:
+    assert sorted(default["machine_names"]) == ["client", "host"]
+    assert sorted(routed["machine_names"]) == ["client", "host", ROUTER_VM]
+    assert routed["primary"] == "host"
+
+
+def test_router_machine(routed: Dump) -> None:
+    net = router_net()
+    for provider in PROVIDERS:
+        m = routed["machines"][ROUTER_VM][provider]
+        assert m["box"] == "debian/bookworm64" and m["box_version"] is None
+        assert (m["guest"], m["communicator"], m["hostname"]) == ("debian", "ssh", "router")
+        assert m["ssh"]["guest_port"] == 22 and m["ssh"]["errors"] == []
+        assert m["config_errors"] == [] and m["config_warnings"] == []
+        assert m["provider"]["errors"] == [], (provider, m["provider"]["errors"])
+        private = [n["ip"] for n in m["networks"] if n["type"] == "private_network"]
+        # the lab LAN and the outside network, at .2: .1 is the hypervisor's adapter
+        assert private == [ROUTER_LAN_ADDRESS, ROUTER_OUTSIDE_ADDRESS]
+        outside = ipaddress.ip_network(f"{ROUTER_OUTSIDE_ADDRESS}/24", strict=False)
+        assert ipaddress.ip_address(net.router.outside_address) in outside  # the lab file's
+        assert ipaddress.ip_address(net.router.client_outside_address) in outside
+        assert ipaddress.ip_address(ROUTER_LAN_ADDRESS) in net.subnet
+        fw = {f["id"]: f for f in forwards(m)}
+        assert sorted(fw) == ["ssh"]
+        assert (fw["ssh"]["guest"], fw["ssh"]["host"], fw["ssh"]["host_ip"]) == (
+            22,
+            47022,
+            "127.0.0.1",
+        )
+        (prov,) = m["provisioners"]
+        assert (prov["name"], prov["type"], prov["path"]) == (
+            "router",
+            "shell",
+            "vagrant/provision/router.sh",
+        )
+        assert prov["path_exists"] is True and prov["invalid"] is False
+        assert prov["privileged"] is True  # as root: nft, sysctl, apt-get
+        assert prov["args"] == [
+            net.host_address,
+            str(net.port),
+            ROUTER_LAN_ADDRESS,
+            ROUTER_OUTSIDE_ADDRESS,
+        ]
+    vb = routed["machines"][ROUTER_VM]["virtualbox"]
+    assert _vbox_resources(vb) == (512, 1)
+    assert vb["provider"]["settings"]["name"] == "rdplab-router"
+    assert vb["provider"]["settings"]["linked_clone"] is True
+
+
+def test_router_mode_changes_only_the_outside_legs(routed: Dump, default: Dump) -> None:
+    """The client gets a NIC on the outside network, the host a route back through the
+    router; nothing else of the Windows machines changes."""
+    net = router_net()
+    for provider in PROVIDERS:
+        client = routed["machines"]["client"][provider]
+        private = [n["ip"] for n in client["networks"] if n["type"] == "private_network"]
+        assert private == [net.client_address, net.router.client_outside_address]
+        host = routed["machines"]["host"][provider]
+        names = [p["name"] for p in host["provisioners"]]
+        assert names == ["agent-upload", "install-agent", "baseline", "router-route"]
+        route = provisioner(host, "router-route")["inline"]
+        assert "$prefix = '203.0.113.0/24'; $hop = '192.168.56.2'" in route
+        assert f"-IPAddress '{net.host_address}'" in route
+        assert "New-NetRoute -DestinationPrefix $prefix" in route
+        plain = default["machines"]
+        assert without_ids(host) == without_ids(plain["host"][provider])
+        assert [p["name"] for p in routed["machines"]["client"][provider]["provisioners"]] == [
+            p["name"] for p in plain["client"][provider]["provisioners"]
+        ]
+        for role in ("client", "host"):
+            rest = ("networks", "provisioners")
+            assert {
+                k: v for k, v in routed["machines"][role][provider].items() if k not in rest
+            } == {k: v for k, v in plain[role][provider].items() if k not in rest}
+
+
+def test_router_is_pair_zero_only(vagrant: Vagrant, project: Path, home: Path) -> None:
+    proc = vagrant.run(
+        "validate",
+        "--ignore-provider",
+        project=project,
+        home=home,
+        extra={"RDPLAB_ROUTER": "1", "RDPLAB_WORKER": "1"},
+    )
+    assert proc.returncode != 0
+    err = " ".join(proc.stderr.split())
+    assert "rdplab Vagrantfile: RDPLAB_ROUTER=1 is for pair 0 only" in err
+    assert 'got RDPLAB_WORKER="1"' in err
+
+
+def test_router_provisioner_is_valid_bash() -> None:
+    check = subprocess.run(
+        ["bash", "-n", str(ROUTER_SCRIPT)], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+    text = ROUTER_SCRIPT.read_text()
+    # the forward is made exactly as rdplab's fwd.set makes it (export_router.HEADER)
+    rule = (
+        'nft add rule ip rdplab_nat prerouting tcp dport "$1" dnat to "$2:$3" comment "\\"$tag\\""'
+    )
+    assert rule in text and f"run {rule}" in export_router.HEADER
+    chain = "nft add chain ip rdplab_nat prerouting '{ type nat hook prerouting priority dstnat; }'"
+    assert chain in text and f"run {chain}" in export_router.HEADER
+    assert (
+        'local tag="rdplab-fwd-$1"' in text and 'local tag="rdplab-fwd-$1"' in export_router.HEADER
+    )
+    usage = subprocess.run(["bash", str(ROUTER_SCRIPT)], capture_output=True, text=True)
+    assert usage.returncode == 2  # no arguments: usage, nothing installed
+    assert (
+        "usage: " in usage.stderr
+        and "HOST_ADDRESS RDP_PORT LAN_ADDRESS OUTSIDE_ADDRESS" in usage.stderr
+    )

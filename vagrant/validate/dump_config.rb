@@ -7,7 +7,8 @@
 # validate_provider=false: none has to be installed, and a box present in VAGRANT_HOME is
 # merged in (its own Vagrantfile included) exactly as `vagrant up` would. Each provider's
 # config class also runs its own validate(), which `vagrant validate --ignore-provider`
-# skips. The WinRM password is never printed, only its SHA-256.
+# skips. The WinRM password is never printed, only its SHA-256. A Linux machine (the router,
+# RDPLAB_ROUTER=1) is dumped the same way; its "ssh" section is its SSH communicator's.
 #
 # Exit status: 0 with JSON on stdout; 1 with the error on stderr when Vagrant cannot load
 # the Vagrantfile. It never builds a Vagrant::Machine, so neither a provider nor the winrm
@@ -106,6 +107,13 @@ def machine_dump(env, name, provider)
       "timeout" => winrm.timeout,
       "errors" => winrm.validate(machine).values.flatten,
     },
+    "ssh" => {
+      "username" => config.ssh.username,
+      "port" => config.ssh.port,
+      "guest_port" => config.ssh.guest_port,
+      "insert_key" => config.ssh.insert_key,
+      "errors" => config.ssh.validate(machine).values.flatten,
+    },
     "networks" => vm.networks.map { |type, opts| plain(opts).merge("type" => type.to_s) },
     "synced_folders" => plain(vm.synced_folders),
     "provisioners" => vm.provisioners.map do |p|
@@ -116,6 +124,7 @@ def machine_dump(env, name, provider)
         entry["args"] = plain(pcfg.args)
         entry["privileged"] = pcfg.privileged
         entry["path_exists"] = pcfg.path ? File.file?(File.expand_path(pcfg.path, root)) : nil
+        entry["inline"] = pcfg.inline
       elsif p.type.to_s == "file"
         entry["source"] = pcfg.source
         entry["destination"] = pcfg.destination

@@ -57,7 +57,7 @@ class Backend(ABC):
     def snapshot(self) -> dict[str, Any]:
         """State for the no-collateral diff: the facts (one call), in the twin's snapshot
         shape (``Twin.snapshot``), so the faults' ``leaves`` patterns fit every provider."""
-        return snapshot_from_facts(self.gather().raw)
+        return snapshot_from_facts(self.gather({"ip": ["ipv4"]}).raw)
 
 
 def snapshot_from_facts(raw: dict[str, Any]) -> dict[str, Any]:
@@ -79,4 +79,5 @@ def snapshot_from_facts(raw: dict[str, Any]) -> dict[str, Any]:
         "hosts": (raw.get("dns") or {}).get("hosts"),
         "hotfixes": raw.get("hotfixes"),
         "tspkg_version": (raw.get("credssp") or {}).get("tspkg_version"),
+        **({"ip": raw["ip"]} if (raw.get("ip") or {}).get("interfaces") else {}),
     }

@@ -135,6 +135,6 @@ FAULT = Fault(
     sources=(
         "Seed article: Step 1, assign a static IP address to the host PC before forwarding",
         "Microsoft Learn: New-NetIPAddress, Set-NetIPInterface -Dhcp Disabled (a static"
-        " address; docs/sources.md s18)",
+        " address; docs/sources.md s17)",
     ),
 )

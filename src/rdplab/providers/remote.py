@@ -166,8 +166,8 @@ class RemoteProvider(Provider):
                 if scenario is not None:
                     raise ProviderError(self.no_router(scenario))
                 return None
-            router.transport.open()
             self.router = router
+        self.router.transport.open()  # once; again only when the connection dropped
         if scenario is not None and scenario.network.router is not None:
             r = scenario.network.router  # reported where the router's interfaces are not named
             self.router.addresses = {"lan": r.lan_address, "outside": r.outside_address}

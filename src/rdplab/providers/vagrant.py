@@ -23,6 +23,18 @@ Under pytest-xdist, worker N drives pair N of the Vagrantfile (``worker=N``; rdp
 every vagrant command gets ``RDPLAB_WORKER=N``, the machines are ``client-wN`` and
 ``host-wN``, and the scenarios run on the pair's own addresses (``place``).
 
+The router (``RDPLAB_ROUTER=1``, pair 0 only; docs/vagrant.md): a scenario whose lab has a
+router (``network.router``) gets the Vagrantfile's ``router`` machine, a Debian NAT
+gateway driven over SSH (``rdplab.backends.router_ssh``), the first time one needs it:
+``vagrant status``, ``vagrant up router`` when it is not running, ``vagrant ssh-config
+router`` (where SSH is, the user, the key Vagrant made), and once ``vagrant ssh router -c``
+to read the router's ed25519 host key (written to ``.vagrant/rdplab/router_known_hosts``,
+after which the key is checked strictly) and the interface names its provisioning wrote to
+``/etc/rdplab/router.env``. The router is not snapshotted: every reset brings rdplab's rules
+back to its state when it was first reached (one SSH command). ``place`` moves the lab
+file's router addresses to the Vagrantfile's (``ROUTER_LAN_ADDRESS``,
+``ROUTER_OUTSIDE_ADDRESS``: .1 of a host-only network is the hypervisor's own).
+
 ``teardown`` (``--lab-teardown[=halt|destroy]``): at the end of the run ``vagrant halt``
 (the snapshots stay: the next run restores instead of rebuilding) or ``vagrant destroy
 --force``; by default the VMs are left running.
@@ -41,6 +53,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from rdplab.backends.base import CallLog
+from rdplab.backends.router_ssh import SSHRouterBackend
 from rdplab.catalog.base import ROLES, Role
 from rdplab.errors import ProviderError
 from rdplab.lab import Scenario
@@ -54,6 +68,16 @@ TEARDOWNS = ("none", "halt", "destroy")
 USERNAME_ENV = "RDPLAB_VAGRANT_USERNAME"  # the Vagrantfile's own settings
 PASSWORD_ENV = "RDPLAB_VAGRANT_PASSWORD"
 INSTALL_HINT = "install Vagrant (https://developer.hashicorp.com/vagrant/install)"
+ROUTER_ENV = "RDPLAB_ROUTER"  # 1: the Vagrantfile defines the router (pair 0 only)
+ROUTER_VM = "router"
+#: the router's addresses in the Vagrantfile: the lab LAN's and the outside network's .1
+#: belong to the hypervisor's host-only adapters, so the router takes .2 of each
+ROUTER_LAN_ADDRESS = "192.168.56.2"
+ROUTER_OUTSIDE_ADDRESS = "203.0.113.2"
+ROUTER_KNOWN_HOSTS = Path(".vagrant") / "rdplab" / "router_known_hosts"
+#: what the router's provisioning leaves for rdplab (vagrant/provision/router.sh)
+ROUTER_ENV_FILE = "/etc/rdplab/router.env"
+ROUTER_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 
 
 class VagrantProvider(RemoteProvider):
@@ -83,6 +107,7 @@ class VagrantProvider(RemoteProvider):
         self._prepared = False
         self._fresh = False
         self._winrm: dict[str, dict[str, str] | None] = {}
+        self._router_used = False
 
     # -- vagrant ---------------------------------------------------------------------------
     @property
@@ -201,10 +226,117 @@ class VagrantProvider(RemoteProvider):
 
     def place(self, scenario: Scenario) -> Scenario:
         """The scenario on this worker's pair: the lab file's addresses moved to the pair's
-        /24, as the Vagrantfile puts them (pair 0: unchanged)."""
-        if self.worker == 0:
+        /24, as the Vagrantfile puts them (pair 0: unchanged), and a router's addresses
+        to the Vagrantfile's router's."""
+        net = scenario.network
+        if net.router is not None and self.router_enabled:
+            router = dataclasses.replace(
+                net.router,
+                lan_address=ROUTER_LAN_ADDRESS,
+                outside_address=ROUTER_OUTSIDE_ADDRESS,
+            )
+            net = dataclasses.replace(net, router=router)
+        if self.worker != 0:
+            net = worker_network(net, self.worker)
+        if net is scenario.network:
             return scenario
-        return dataclasses.replace(scenario, network=worker_network(scenario.network, self.worker))
+        return dataclasses.replace(scenario, network=net)
+
+    # -- the router ------------------------------------------------------------------------
+    @property
+    def router_enabled(self) -> bool:
+        """The Vagrantfile defines the router for this run's vagrant commands."""
+        return os.environ.get(ROUTER_ENV, "").strip() == "1"
+
+    def no_router(self, scenario: Scenario) -> str:
+        return (
+            f"scenario {scenario.id} has a router (network.router in its lab file): bring up"
+            f" the Vagrantfile's router with {ROUTER_ENV}=1 vagrant up {ROUTER_VM} in"
+            f" {self.root}, and run with {ROUTER_ENV}=1 set (docs/vagrant.md, The router)"
+        )
+
+    def open_router(self) -> SSHRouterBackend | None:
+        if not self.router_enabled:
+            return None
+        if self.worker != 0:
+            raise ProviderError(
+                f"the Vagrantfile's router belongs to pair 0; worker {self.worker} has none:"
+                " run the scenarios with a router without -n (docs/vagrant.md, The router)"
+            )
+        from rdplab.transports.ssh import SSHTransport
+
+        states = self.status()
+        if ROUTER_VM not in states:
+            raise ProviderError(
+                f"the Vagrantfile in {self.root} defines no machine {ROUTER_VM!r} although"
+                f" {ROUTER_ENV}=1 is set (an older Vagrantfile?)"
+            )
+        if states[ROUTER_VM] != "running":
+            self.up(ROUTER_VM)
+        self._router_used = True
+        conf = self.ssh_config(ROUTER_VM)
+        known_hosts, interfaces = self.learn_router(conf)
+        transport = SSHTransport(
+            conf["HostName"],
+            int(conf["Port"]),
+            conf["User"],
+            None,
+            conf["IdentityFile"],
+            known_hosts,
+            timeout=30.0,
+        )
+        return SSHRouterBackend(
+            transport,
+            CallLog(),
+            client_link=interfaces["outside_interface"],
+            lan_interface=interfaces["lan_interface"],
+            outside_interface=interfaces["outside_interface"],
+            sudo=True,  # the boxes' vagrant user: passwordless sudo
+        )
+
+    def ssh_config(self, vm: str) -> dict[str, str]:
+        """``vagrant ssh-config <vm>``: HostName, Port, User and the first IdentityFile."""
+        out = self._run("ssh-config", vm)
+        conf: dict[str, str] = {}
+        for line in out.splitlines():
+            key, _, value = line.strip().partition(" ")
+            value = value.strip().strip('"')
+            if key and value and key not in conf:  # the first IdentityFile is Vagrant's own
+                conf[key] = value
+        missing = [k for k in ("HostName", "Port", "User", "IdentityFile") if k not in conf]
+        if missing:
+            raise ProviderError(
+                f"vagrant ssh-config {vm} names no {', '.join(missing)}; run `vagrant"
+                f" ssh-config {vm}` in {self.root} and read its output"
+            )
+        return conf
+
+    def learn_router(self, conf: dict[str, str]) -> tuple[Path, dict[str, str]]:
+        """The router's host key and interface names, read over Vagrant's own SSH
+        connection (``vagrant ssh -c``; Vagrant itself does not check its machines' host
+        keys). The key goes to a known_hosts file that every later connection checks."""
+        out = self._run("ssh", ROUTER_VM, "-c", f"cat {ROUTER_HOST_KEY} {ROUTER_ENV_FILE}")
+        key: list[str] = []
+        interfaces: dict[str, str] = {}
+        for line in out.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "ssh-ed25519":
+                key = words[:2]
+            name, sep, value = line.strip().partition("=")
+            if sep and name in ("lan_interface", "outside_interface"):
+                interfaces[name] = value.strip()
+        if not key or len(interfaces) != 2:
+            what = "its ed25519 host key" if not key else f"the interfaces in {ROUTER_ENV_FILE}"
+            raise ProviderError(
+                f"the router VM did not show {what}; provision it again: {ROUTER_ENV}=1"
+                f" vagrant provision {ROUTER_VM} (in {self.root})"
+            )
+        host, port = conf["HostName"], int(conf["Port"])
+        name = host if port == 22 else f"[{host}]:{port}"
+        path = self.root / ROUTER_KNOWN_HOSTS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{name} {key[0]} {key[1]}\n", encoding="utf-8")
+        return path, interfaces
 
     def preflight(self) -> None:
         """The binary, the Vagrantfile, a usable hypervisor and both machines defined
@@ -276,8 +408,8 @@ class VagrantProvider(RemoteProvider):
         super().close()
         if self.teardown == "none" or self._vagrant is None:
             return
-        for role in ROLES:
-            vm = self.vms[role]
+        vms = [self.vms[role] for role in ROLES] + ([ROUTER_VM] if self._router_used else [])
+        for vm in vms:
             self.progress(f"rdplab: vagrant {self.teardown} {vm}")
             try:
                 if self.teardown == "halt":
