@@ -183,3 +183,49 @@ def test_every_network_fault_has_its_whole_story() -> None:
         assert f.explanation and f.sources and f.symptom.stage in ("tcp", "tls")
         assert all(fx.risk == "safe" for p in f.placements for fx in p.fixes)
         assert f.needs_router and f.client_site in ("outside", "vpn")
+
+
+def test_an_exercise_on_the_network_lab_names_the_router_and_grades_it(tmp_path: Path) -> None:
+    """rdplab exercise on labs/network.yaml, as a trainee runs it: a draw with a network
+    fault (the first of seeds 1..40 that has one), the symptom says where the user dials
+    from, the router's views show the broken state, and naming FAULT@router with a safe
+    fix scores 1.0."""
+    from rdplab.exercise.pick import draw, lab_digest
+
+    digest = lab_digest(NETWORK_LAB)
+    seed, causes = next(
+        (s, c)
+        for s in range(1, 41)
+        for _, c, _ in [draw(LAB, s, 1, digest)]
+        if c[0].fault in NETWORK_FAULTS
+    )
+    state = tmp_path / "ex.json"
+    new = rdplab("exercise", "new", "--lab-file", str(NETWORK_LAB), "--seed", str(seed),
+                 "--faults", "1", "--state", str(state), "--json")  # fmt: skip
+    assert new.returncode == 0, new.stderr
+    site = json.loads(new.stdout)["symptom"]["machines"]["client"]["site"]
+    assert site == cat.get(causes[0].fault).client_site
+    ruleset = rdplab("exercise", "inspect", "router", "ruleset", "--state", str(state))
+    assert ruleset.returncode == 0 and "table ip rdplab_nat" in ruleset.stdout
+    fault = causes[0].fault
+    if fault == "port-forward-missing":
+        assert "dnat to" not in ruleset.stdout
+    if fault == "vpn-mtu-blackhole":
+        assert "frag-needed drop" in ruleset.stdout
+    fix = cat.get(fault).placements[0].fixes[0].id
+    answer = rdplab("exercise", "answer", f"{fault}@router", "--fix", fix, "--state", str(state),
+                    "--out", str(tmp_path / "a.json"))  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads((tmp_path / "a.json").read_text())["score"] == 1.0
+    bad = rdplab("exercise", "inspect", "router", "registry", "--state", str(state))
+    assert bad.returncode == 2 and "areas: ruleset, links, dhcp" in bad.stderr
+
+
+def test_the_host_ip_view_shows_a_moved_lease(tmp_path: Path) -> None:
+    from rdplab.exercise import views
+
+    from rdplab.scenario import BREAK
+
+    run = run_scenario(SimProvider(), LAB.scenario("port-forward-stale"), BREAK)
+    text = views.ip(run.lab.host.twin, None)  # type: ignore[attr-defined]
+    assert "192.168.56.23" in text and "Dhcp" in text and "Enabled" in text

@@ -38,6 +38,14 @@ def _emit(data: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def _site(machines: dict[str, Any]) -> str:
+    """Where the user dials from, when it is not the LAN."""
+    site = machines["client"].get("site", "lan")
+    if site == "outside":
+        return f" from outside, through the router {machines['router']['outside_address']}"
+    return " over a VPN" if site == "vpn" else ""
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
@@ -111,7 +119,9 @@ def new(
         f"\nA user on [bold]{m['client']['name']}[/] ({m['client']['address']}) connects to"
         f" [bold]{m['host']['dialed']}[/] ({m['host']['name']}"
         + (", RDP over WebSocket" if m["host"]["transport"] == "websocket" else "")
-        + ") and reports:",
+        + ")"
+        + _site(m)
+        + " and reports:",
         highlight=False,
     )
     out.print(f"  {sym['message']}\n", highlight=False)
@@ -148,10 +158,13 @@ def _open(state: Path) -> tuple[Any, Any, list[Any], dict[str, Any]]:
 
 @exercise_app.command()
 def inspect(
-    role: Annotated[str, typer.Argument(help="client or host.")],
+    role: Annotated[str, typer.Argument(help="client, host, or router (a lab with one).")],
     area: Annotated[
         str,
-        typer.Argument(help="registry, firewall, services, certificates, dns, licensing, updates."),
+        typer.Argument(
+            help="registry, firewall, services, certificates, dns, licensing, updates, ip;"
+            " on the router: ruleset, links, dhcp."
+        ),
     ],
     arg: Annotated[str | None, typer.Argument(help="What to look at in the area.")] = None,
     recurse: Annotated[
@@ -160,12 +173,13 @@ def inspect(
     state: StateOpt = DEFAULT_STATE,
 ) -> None:
     """Read-only views of a sim machine, as Windows tools print them."""
-    from rdplab.exercise import run, views
+    from rdplab.exercise import router_views, run, views
 
-    if role not in ("client", "host"):
-        fail(f"role must be client or host (got {role!r})")
-    if area not in views.AREAS:
-        fail(f"unknown area {area!r} (areas: {', '.join(views.AREAS)})")
+    if role not in ("client", "host", "router"):
+        fail(f"role must be client, host or router (got {role!r})")
+    areas = router_views.ROUTER_AREAS if role == "router" else views.AREAS
+    if area not in areas:
+        fail(f"unknown area {area!r} for the {role} (areas: {', '.join(areas)})")
     try:
         st, scenario, _causes, _sealed = _open(state)
         if st.provider != "sim":
@@ -173,7 +187,14 @@ def inspect(
                 f"exercise {st.exercise} runs on the {st.provider} lab: look on the machine"
                 " itself (reg query, Get-NetFirewallRule, Get-Service, ...)"
             )
-        machine = run.rebuild(scenario).lab.backend("client" if role == "client" else "host")
+        lab = run.rebuild(scenario).lab
+        if role == "router":
+            if lab.router is None:
+                fail(f"exercise {st.exercise}: its lab has no router (network.router)")
+            text = router_views.ROUTER_AREAS[area][0](lab.router.twin, arg)  # type: ignore[attr-defined]
+            sys.stdout.write(text)
+            return
+        machine = lab.backend("client" if role == "client" else "host")
         twin = machine.twin  # type: ignore[attr-defined]
         if area == "registry":
             text = views.registry(twin, arg, recurse)

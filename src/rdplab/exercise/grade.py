@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rdplab import catalog as cat
-from rdplab.catalog.base import ROLES, Fix, Role
+from rdplab.catalog.base import ALL_ROLES, Fix, Role
 from rdplab.errors import RdplabError
 from rdplab.exercise.pick import Cause
 from rdplab.lab import Scenario
@@ -51,9 +51,9 @@ def parse_cause(text: str) -> Named:
     """``FAULT`` or ``FAULT@ROLE``; an unknown fault or role is the user's mistake."""
     fault, _, role = text.strip().partition("@")
     cat.get(fault)  # UnknownFaultError with a did-you-mean
-    if role and role not in ROLES:
-        raise RdplabError(f"cause {text!r}: role must be client or host (got {role!r})")
-    return Named(fault, "client" if role == "client" else "host" if role else None)
+    if role and role not in ALL_ROLES:
+        raise RdplabError(f"cause {text!r}: role must be client, host or router (got {role!r})")
+    return Named(fault, next((r for r in ALL_ROLES if r == role), None))
 
 
 def all_fix_ids() -> set[str]:

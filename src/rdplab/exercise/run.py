@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rdplab.catalog.base import ROLES
 from rdplab.connection import ConnectionResult
 from rdplab.errors import RdplabError
 from rdplab.exercise import pick
@@ -74,14 +73,23 @@ def provider_for(name: str, options: dict[str, str]) -> Provider:
 def symptom(scenario: Scenario, conn: ConnectionResult | None) -> dict[str, Any]:
     """What the user reports: the dialog and the machines, nothing the trainee must find."""
     net = scenario.network
-    machines = {
-        "client": {"name": scenario.computer_names["client"], "address": net.client_address},
+    machines: dict[str, Any] = {
+        "client": {
+            "name": scenario.computer_names["client"],
+            "address": net.peer_address,
+            "site": net.client_site,
+        },
         "host": {
             "name": scenario.computer_names["host"],
             "dialed": f"{net.host_name}:{net.target_port}",
             "transport": net.transport,
         },
     }
+    if net.router is not None:  # where the client dials from is part of the report
+        machines["router"] = {
+            "outside_address": net.router.outside_address,
+            "lan_address": net.router.lan_address,
+        }
     if conn is None or conn.ok:
         return {"error_code": None, "extended_code": None, "message": "connected"} | {
             "machines": machines
@@ -167,7 +175,7 @@ def all_fixes(scenario: Scenario) -> list[AppliedFix]:
     out = []
     for pf in scenario.faults:
         for fx in pf.placement.fixes:
-            ops = {r: [render_op(o, ctx) for o in fx.ops.get(r, ())] for r in ROLES}
+            ops = {r: [render_op(o, ctx) for o in fx.ops.get(r, ())] for r in scenario.roles}
             out.append(
                 AppliedFix(pf.fault.id, pf.placement.on, fx, {r: o for r, o in ops.items() if o})
             )

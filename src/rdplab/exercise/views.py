@@ -208,6 +208,25 @@ def dns(twin: Twin, name: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ip(twin: Twin, arg: str | None = None) -> str:
+    """``Get-NetIPAddress -AddressFamily IPv4`` and whether DHCP is on (``Get-NetIPInterface``)."""
+    lines = ["PS C:\\> Get-NetIPAddress -AddressFamily IPv4 | Format-Table", ""]
+    lines.append(f"{'InterfaceAlias':<16} {'IPAddress':<16} {'PrefixLength':<13} PrefixOrigin")
+    lines.append(f"{'--------------':<16} {'---------':<16} {'------------':<13} ------------")
+    interfaces = twin.ip.snapshot().get("interfaces", [])
+    for i in interfaces:
+        for a in i["addresses"]:
+            lines.append(f"{i['alias']:<16} {a['address']:<16} {a['prefix']:<13} {a['origin']}")
+    lines += [
+        "",
+        "PS C:\\> Get-NetIPInterface -AddressFamily IPv4 | Select InterfaceAlias, Dhcp",
+        "",
+    ]
+    for i in interfaces:
+        lines.append(f"{i['alias']:<16} {'Enabled' if i['dhcp'] else 'Disabled'}")
+    return "\n".join(lines) + "\n"
+
+
 def licensing(twin: Twin, arg: str | None = None) -> str:
     """``reg query HKLM\\SOFTWARE\\Microsoft\\MSLicensing /s`` (the client's license store)."""
     return registry(twin, win.MSLICENSING_KEY, recurse=True)
@@ -243,4 +262,5 @@ AREAS: dict[str, tuple[View, str]] = {
     "dns": (dns, "a host name (default: every entry): the hosts file and the DNS cache"),
     "licensing": (licensing, "(none): the client's MSLicensing store"),
     "updates": (updates, "a KB id (default: every installed update), and tspkg.dll's version"),
+    "ip": (ip, "(none): the IPv4 addresses, where they came from, and DHCP"),
 }
