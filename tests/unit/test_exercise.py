@@ -187,7 +187,7 @@ def test_verdicts_name_wrong_causes_risky_and_useless_fixes_and_hint_at_misses()
 def test_typos_are_errors_not_wrong_answers() -> None:
     with pytest.raises(UnknownFaultError, match="did you mean 'rdp-disabled'"):
         grade_answer(TWO, ["rdp-disabld"], [])
-    with pytest.raises(RdplabError, match="role must be client or host"):
+    with pytest.raises(RdplabError, match="role must be client, host or router"):
         grade_answer(TWO, ["rdp-disabled@server"], [])
     with pytest.raises(
         RdplabError, match=r"unknown fix id 'allow-conections' \(did you mean 'allow-connections'"
