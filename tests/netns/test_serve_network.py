@@ -109,3 +109,54 @@ def test_netlab_without_a_running_lab_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "rdplab serve --network" in done.stderr
     assert os.path.basename("none.json") in done.stderr
+
+
+def test_an_exercise_over_the_network_is_graded_from_the_router(tmp_path: Path) -> None:
+    """rdplab exercise new --network keeps the drawn exercise's network up; the trainee's
+    repair in the router namespace (the exported forward script) is what check --network
+    grades: still broken before it, repaired and connected after it."""
+    from rdplab.exercise.pick import draw, lab_digest
+    from rdplab.lab import load_lab
+
+    lab, digest = load_lab(LAB), lab_digest(LAB)
+    seed = next(
+        s for s in range(1, 80) if draw(lab, s, 1, digest)[1][0].fault == "port-forward-missing"
+    )
+    ex_state, net_state = tmp_path / "ex.json", tmp_path / "netlab.json"
+    proc = subprocess.Popen(
+        [*RDPLAB, "exercise", "new", "--network", "--lab-file", str(LAB), "--seed", str(seed),
+         "--faults", "1", "--state", str(ex_state), "--netlab-state", str(net_state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        for _ in range(60):  # bounded: until the lab is up
+            line = proc.stdout.readline()
+            if not line or line.startswith("dial it there"):
+                break
+        assert net_state.exists(), proc.stderr.read() if proc.poll() is not None else ""
+
+        def check(name: str) -> dict[str, object]:
+            done = rdplab("exercise", "check", "--network", "--state", str(ex_state),
+                          "--netlab-state", str(net_state), "--out", str(tmp_path / name),
+                          "--json")  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            return dict(json.loads(done.stdout))
+
+        before = check("before.json")
+        assert before["causes"] == [
+            {"fault": "port-forward-missing", "role": "router", "verdict": "still-broken"}
+        ]
+        assert before["connection"] == {**before["connection"], "ok": False, "failed_stage": "tcp"}  # type: ignore[dict-item]
+        export = rdplab("export", "port-forward-missing", "-o", str(tmp_path / "fix"), "--json")
+        (script,) = [Path(r["file"]) for r in json.loads(export.stdout)]
+        fixed = rdplab(
+            "netlab", "shell", "router", "--state", str(net_state), "--", "bash", str(script)
+        )
+        assert fixed.returncode == 0, fixed.stderr
+        after = check("after.json")
+        assert after["score"] == 1.0, after
+        assert after["connection"]["ok"] is True  # type: ignore[index]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)

@@ -46,6 +46,12 @@ def _site(machines: dict[str, Any]) -> str:
     return " over a VPN" if site == "vpn" else ""
 
 
+DEFAULT_NETLAB = Path(".rdplab/netlab.json")
+NetlabStateOpt = Annotated[
+    Path, typer.Option(help="With --network: the running network lab's state file.")
+]
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
@@ -75,6 +81,16 @@ def new(
             help="Real machines: an inventory file (docs/real-windows.md); implies inventory.",
         ),
     ] = None,
+    network: Annotated[
+        bool,
+        typer.Option(
+            "--network",
+            help="Then keep the exercise's network up as Linux namespaces (root) until"
+            " Ctrl+C: rdplab netlab shell client|router to look and repair, rdplab exercise"
+            " check --network to grade.",
+        ),
+    ] = False,
+    netlab_state: NetlabStateOpt = DEFAULT_NETLAB,
     as_json: JsonOpt = False,
 ) -> None:
     """Pick a scenario, break it, and show what the user reports."""
@@ -107,9 +123,20 @@ def new(
     }
     if reveal:
         data["answer"] = grade.revealed(made.causes)
+    if network and made.scenario.network.router is None:
+        fail(f"--network: {lab_file} has no router (network.router): nothing to build")
     if as_json:
         _emit(data)
-        return
+    else:
+        _print_new(data, st, lab_file, state, reveal)
+    if network:
+        from rdplab.cli.serve import serve_network
+
+        sys.stdout.flush()
+        serve_network(made.scenario, lab_file, False, netlab_state)
+
+
+def _print_new(data: dict[str, Any], st: Any, lab_file: Path, state: Path, reveal: bool) -> None:
     sym = st.symptom
     m = sym["machines"]
     out.rule(f"[bold]Exercise {st.exercise}[/] (seed {st.seed}, up to {st.faults} faults)")
@@ -297,6 +324,15 @@ def check(
     trainee: TraineeOpt = None,
     out_path: OutOpt = None,
     as_json: JsonOpt = False,
+    network: Annotated[
+        bool,
+        typer.Option(
+            "--network",
+            help="Grade a repair made in the running network lab (exercise new --network):"
+            " the router's real state and a real connection from the client's namespace.",
+        ),
+    ] = False,
+    netlab_state: NetlabStateOpt = DEFAULT_NETLAB,
 ) -> None:
     """Grade a repair made by hand on a real lab, from the machines' state."""
     from rdplab.exercise import run
@@ -304,14 +340,21 @@ def check(
 
     try:
         st, scenario, causes, sealed = _open(state)
-        if st.provider == "sim":
+        if network:
+            from rdplab.exercise import network as net_exercise
+            from rdplab.netlab import session as ns
+
+            r = net_exercise.check(scenario, ns.read(netlab_state))
+            graded = grade_repair(r, causes)
+        elif st.provider == "sim":
             fail(
                 f"exercise {st.exercise} is on the sim: its twins live in-process and cannot"
                 " be repaired by hand; grade the diagnosis with `rdplab exercise answer`"
             )
-        err.print(f"checking the {st.provider} lab...", highlight=False)
-        r = run.check(st, scenario, sealed)
-        graded = grade_repair(r, causes)
+        else:
+            err.print(f"checking the {st.provider} lab...", highlight=False)
+            r = run.check(st, scenario, sealed)
+            graded = grade_repair(r, causes)
     except RdplabError as exc:
         fail(exc)
     result = {
