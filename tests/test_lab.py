@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from rdplab.catalog.base import STAGES
+from rdplab.plugin import LabSession
 from rdplab.scenario import ScenarioRun
 
 pytestmark = pytest.mark.lab
@@ -134,3 +135,25 @@ def test_call_budget(lab_run: ScenarioRun) -> None:
     """At most one remote call per machine per phase."""
     _ok(lab_run)
     assert lab_run.max_calls_per_machine_phase <= 1, lab_run.calls
+
+
+@pytest.mark.lab_scenarios("routed")
+@pytest.mark.lab_aspect("router")
+def test_router_rules_after_the_fix(lab_run: ScenarioRun, lab_session: LabSession) -> None:
+    """On a real router (inventory or Vagrant), pytest-testinfra reads its nftables rules
+    after the fix: the RDP port is forwarded to the host's address, and where the scenario
+    clamps the MSS the rule is there. (Generated only for scenarios with a router on the
+    real providers: the sim and netns routers live only inside the run.)"""
+    from rdplab.testinfra_hosts import router_rules
+
+    _ok(lab_run, needs_fix=True)
+    host = lab_session.provider.testinfra_host("router")
+    assert host is not None, "the provider has no router to read"
+    rules = router_rules(host)
+    net = lab_run.scenario.network
+    forward = rules["forwards"].get(str(net.target_port))
+    assert forward is not None, rules
+    assert net.router is not None
+    assert forward["to"] in (net.host_address, net.router.moved_address), forward
+    if any(af.fix.id == "clamp-mss" for af in lab_run.fixes):
+        assert rules["mss_clamp"], rules

@@ -32,7 +32,8 @@ RESULTS=()
 say() { printf '%s\n' "$*"; }
 result() { RESULTS+=("{\"op\": \"$1\", \"changed\": $2, \"detail\": \"$3\"}"); say "$1: $3"; }
 run() { if [ "$DRY" = 1 ]; then say "would run: $*"; else "$@"; fi; }
-has_rule() { nft -a list chain "$1" "$2" "$3" 2>/dev/null | grep -q "comment \"$4\""; }
+# grep reads to the end (no -q): with pipefail, an early exit would kill nft with SIGPIPE
+has_rule() { nft -a list chain "$1" "$2" "$3" 2>/dev/null | grep "comment \"$4\"" >/dev/null; }
 drop_rule() {
     local h
     for h in $(nft -a list chain "$1" "$2" "$3" 2>/dev/null \
@@ -53,7 +54,7 @@ op_fwd_set() {  # port to to_port
     nat_tables
     local tag="rdplab-fwd-$1"
     if nft list chain ip rdplab_nat prerouting 2>/dev/null \
-            | grep -q "tcp dport $1 dnat to $2:$3 comment \"$tag\""; then
+            | grep "tcp dport $1 dnat to $2:$3 comment \"$tag\"" >/dev/null; then
         result fwd.set false "TCP $1 already -> $2:$3"; return
     fi
     drop_rule ip rdplab_nat prerouting "$tag"

@@ -152,7 +152,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: the parametrized lab suite")
     config.addinivalue_line(
-        "markers", "lab_scenarios(kind): run only 'healthy' or 'faulted' scenarios"
+        "markers",
+        "lab_scenarios(kind): run only 'healthy', 'faulted' or 'routed' (a real router)"
+        " scenarios",
     )
     config.addinivalue_line("markers", "lab_aspect(name): which evidence a lab test row carries")
     config.addinivalue_line("markers", "real_windows: needs a real Windows machine")
@@ -273,9 +275,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    session = metafunc.config.stash[LAB_SESSION]
+    if "testinfra_host" in metafunc.fixturenames:
+        # one Host per lab machine: client and host, and the router where the lab has one
+        try:
+            routed = any(s.network.router is not None for s in session.lab.scenarios)
+        except RdplabError:
+            routed = False
+        roles = ["client", "host", *(["router"] if routed else [])]
+        metafunc.parametrize("testinfra_host", roles, indirect=True)
     if "lab_scenario" not in metafunc.fixturenames:
         return
-    session = metafunc.config.stash[LAB_SESSION]
     try:
         scenarios = session.lab.scenarios
     except RdplabError as exc:
@@ -287,6 +297,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         scenarios = [s for s in scenarios if s.healthy]
     elif kind == "faulted":
         scenarios = [s for s in scenarios if not s.healthy]
+    elif kind == "routed":  # a real router to read back: the real providers only
+        real = session.provider_name in ("inventory", "vagrant")
+        scenarios = [s for s in scenarios if real and s.network.router is not None]
     metafunc.parametrize("lab_scenario", scenarios, ids=[s.id for s in scenarios], scope="session")
 
 
@@ -346,7 +359,7 @@ _RUN = pytest.StashKey[ScenarioRun]()
 _PROPS: dict[int, tuple[ScenarioRun, list[tuple[str, str]]]] = {}
 
 
-@pytest.fixture(params=["client", "host"])
+@pytest.fixture
 def testinfra_host(request: pytest.FixtureRequest, lab_session: LabSession) -> Any:
     """A pytest-testinfra Host for each lab machine, for your own ad-hoc assertions on
     real VMs (``host.run("sc query TermService")``). Its commands go through the lab's
