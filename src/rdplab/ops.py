@@ -187,6 +187,14 @@ def validate_op(op: Op) -> None:
     spec = VOCABULARY.get(op.name)
     if spec is None:
         raise OpError(f"unknown op {op.name!r} (known: {', '.join(sorted(VOCABULARY))})")
+    check_args(op, spec)
+    if op.name == "reg.set" and op.args["type"] not in REG_TYPES:
+        raise OpError(f"op reg.set: type {op.args['type']!r} is not one of {REG_TYPES}")
+
+
+def check_args(op: Op, spec: OpSpec) -> None:
+    """Raise OpError unless ``op``'s arguments are exactly the spec's, well typed (shared by
+    the Windows and the router vocabularies)."""
     known = {a.name for a in spec.args}
     for extra in set(op.args) - known:
         raise OpError(f"op {op.name}: unexpected argument {extra!r}")
@@ -200,8 +208,6 @@ def validate_op(op: Op) -> None:
             raise OpError(f"op {op.name}: argument {arg.name!r} must not be a boolean")
         if not isinstance(value, arg.kind):
             raise OpError(f"op {op.name}: argument {arg.name!r} has type {type(value).__name__}")
-    if op.name == "reg.set" and op.args["type"] not in REG_TYPES:
-        raise OpError(f"op reg.set: type {op.args['type']!r} is not one of {REG_TYPES}")
 
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)*)\}")

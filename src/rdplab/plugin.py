@@ -153,8 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: the parametrized lab suite")
     config.addinivalue_line(
         "markers",
-        "lab_scenarios(kind): run only 'healthy', 'faulted' or 'routed' (a real router)"
-        " scenarios",
+        "lab_scenarios(kind): run only 'healthy', 'faulted' or 'routed' (a real router) scenarios",
     )
     config.addinivalue_line("markers", "lab_aspect(name): which evidence a lab test row carries")
     config.addinivalue_line("markers", "real_windows: needs a real Windows machine")

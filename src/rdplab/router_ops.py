@@ -10,7 +10,7 @@ a second run of the same batch changes nothing.
 from __future__ import annotations
 
 from rdplab.errors import OpError
-from rdplab.ops import ArgSpec, Op, OpSpec
+from rdplab.ops import ArgSpec, Op, OpSpec, check_args
 
 
 def _a(name: str, kind: type | tuple[type, ...], required: bool = True, doc: str = "") -> ArgSpec:
@@ -60,16 +60,4 @@ def validate_router_op(op: Op) -> None:
         raise OpError(
             f"unknown router op {op.name!r} (known: {', '.join(sorted(ROUTER_VOCABULARY))})"
         )
-    known = {a.name for a in spec.args}
-    for extra in set(op.args) - known:
-        raise OpError(f"op {op.name}: unexpected argument {extra!r}")
-    for arg in spec.args:
-        if arg.name not in op.args:
-            if arg.required:
-                raise OpError(f"op {op.name}: missing argument {arg.name!r}")
-            continue
-        value = op.args[arg.name]
-        if isinstance(value, bool) and arg.kind is not bool:
-            raise OpError(f"op {op.name}: argument {arg.name!r} must not be a boolean")
-        if not isinstance(value, arg.kind):
-            raise OpError(f"op {op.name}: argument {arg.name!r} has type {type(value).__name__}")
+    check_args(op, spec)

@@ -299,14 +299,14 @@ def cleanup_stale() -> list[str]:
     with exclusive():
         for ns in list_namespaces():
             match = NAME_RE.match(ns)
-            if match is None or _pid_alive(int(match["pid"])):
+            if match is None or pid_alive(int(match["pid"])):
                 continue
             delete_namespace(ns)
             removed.append(ns)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

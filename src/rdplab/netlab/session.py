@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rdplab.errors import RdplabError
+from rdplab.netlab.run import pid_alive
 
 DEFAULT_STATE = Path(".rdplab/netlab.json")
 ETC_NETNS = Path("/etc/netns")
@@ -63,19 +64,9 @@ def read(path: Path) -> NetSession:
         raise RdplabError(f"{path}: no network lab is running ({hint})") from None
     except (OSError, ValueError, TypeError) as exc:
         raise RdplabError(f"{path}: not a netlab state file ({exc})") from None
-    if not _alive(session.pid) or not Path("/run/netns", session.names["client"]).exists():
+    if not pid_alive(session.pid) or not Path("/run/netns", session.names["client"]).exists():
         raise RdplabError(f"{path}: the network lab of pid {session.pid} is gone ({hint})")
     return session
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_resolv(namespace: str, dns_server: str, search: str) -> Path:
