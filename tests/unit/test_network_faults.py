@@ -223,7 +223,6 @@ def test_an_exercise_on_the_network_lab_names_the_router_and_grades_it(tmp_path:
 
 def test_the_host_ip_view_shows_a_moved_lease(tmp_path: Path) -> None:
     from rdplab.exercise import views
-
     from rdplab.scenario import BREAK
 
     run = run_scenario(SimProvider(), LAB.scenario("port-forward-stale"), BREAK)
