@@ -106,7 +106,7 @@ def connect(
     (resolver cache, MSLicensing recreation on an elevated run). With a router, the path
     is walked: the client's link, the router's forward, the host's current address."""
     run = _Run()
-    host_address = host_address or _current_address(host) or net.host_address
+    host_address = host_address or host.address() or net.host_address
     port = net.target_port
 
     # 1. name resolution
@@ -291,12 +291,6 @@ def path_mtu_blackhole(router: RouterTwin, flight: int) -> str | None:
         " router drops them and its ICMP fragmentation-needed is dropped too (a path MTU"
         " black hole), so the client gives up waiting"
     )
-
-
-def _current_address(host: Twin) -> str | None:
-    """The host's address from its IP configuration, where the twin has one."""
-    address = getattr(host, "address", None)
-    return address() if callable(address) else None
 
 
 def _level(twin: Twin) -> str:

@@ -7,6 +7,7 @@ the line and the field, and nothing runs until the whole file is valid.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -437,18 +438,24 @@ def _scenario(
     )
 
 
+def break_parts(faults: Iterable[PlacedFault], role: Role, network: Network) -> list[Part]:
+    """Each placed fault's break ops on ``role``, rendered for the network: what
+    ``rdplab.plan`` composes into the break batch, and checks for conflicts."""
+    ctx = network.context()
+    return [
+        Part(pf.label, tuple(render_op(o, ctx) for o in pf.placement.breaks.get(role, ())))
+        for pf in faults
+        if pf.placement.breaks.get(role)
+    ]
+
+
 def _check_conflicts(
     doc: yamlfile.Located, placed: list[PlacedFault], loc: yamlfile.PathKey, network: Network
 ) -> None:
     """Two faults that want different end states of one thing on one machine cannot both
     be in place (``rdplab.plan.conflicts``): the usual file/line/field error."""
-    ctx = network.context()
     for role in ALL_ROLES:
-        parts = [
-            Part(pf.label, tuple(render_op(o, ctx) for o in pf.placement.breaks.get(role, ())))
-            for pf in placed
-        ]
-        clash = conflicts(parts)
+        clash = conflicts(break_parts(placed, role, network))
         if clash:
             raise doc.error(loc, f"faults conflict on {role}: {clash[0]}")
 

@@ -29,7 +29,7 @@ from rdplab.catalog.base import ALL_ROLES, ROLES, DetectContext, Finding, Fix, R
 from rdplab.connection import ConnectionResult
 from rdplab.errors import RdplabError
 from rdplab.facts import Facts
-from rdplab.lab import Scenario
+from rdplab.lab import Scenario, break_parts
 from rdplab.network import Network
 from rdplab.ops import BatchResult, Op, render, render_op
 from rdplab.plan import Part, compose
@@ -283,22 +283,12 @@ def fixes_for_findings(
     return chosen, withheld, refused
 
 
-def break_parts(scenario: Scenario, role: Role) -> list[Part]:
-    """Each placed fault's break ops on ``role``, rendered for the scenario's network."""
-    ctx = scenario.network.context()
-    return [
-        Part(pf.label, tuple(render_op(o, ctx) for o in pf.placement.breaks.get(role, ())))
-        for pf in scenario.faults
-        if pf.placement.breaks.get(role)
-    ]
-
-
 def break_plan(scenario: Scenario) -> dict[Role, list[Op]]:
     """The ops that put the scenario's faults in place: one composed batch per machine
     (``rdplab.plan``: service start types first, run states last)."""
     plan: dict[Role, list[Op]] = {}
     for role in scenario.roles:
-        ops = compose(break_parts(scenario, role))
+        ops = compose(break_parts(scenario.faults, role, scenario.network))
         if ops:
             plan[role] = ops
     return plan

@@ -108,7 +108,7 @@ def serve(
             _say(lock, "note: this scenario breaks nothing on the host; it answers as healthy")
         _say(lock, f"dial it: xfreerdp /v:{where} /u:USER /p:PASS  (it authenticates nobody)")
         if reveal:
-            _say(lock, f"host: {behaviour.reason}")
+            _say(lock, f"host: {server.behaviour.reason}")
         server.start()  # connections waiting in the backlog are answered from here on
         while not stop.wait(0.2):
             pass
@@ -127,15 +127,14 @@ def serve_network(sc: Any, lab_file: Path, reveal: bool, state: Path) -> None:
     """``--network``: the scenario broken on the sim twins, its network built for real
     (``rdplab.providers.netns``: the router's nftables, the host's firewall, the lab DNS),
     the host served in its namespace, until interrupted."""
-    from rdplab import windows as win
     from rdplab.backends.router_sim import SimRouterBackend
     from rdplab.backends.sim import SimBackend
     from rdplab.netlab import NetlabUnavailable, build, require
     from rdplab.netlab import session as ns
-    from rdplab.providers.netns import behaviour_for_open, drop_outbound, net_plan
+    from rdplab.providers.netns import net_plan, serve_host
     from rdplab.providers.sim import SimProvider
     from rdplab.scenario import BREAK, run_scenario
-    from rdplab.serve import RDPServer, behaviour_for
+    from rdplab.serve import RDPServer
 
     try:
         require()
@@ -160,18 +159,7 @@ def serve_network(sc: Any, lab_file: Path, reveal: bool, state: Path) -> None:
     lab = build(plan)
     server: RDPServer | None = None
     try:
-        if not client.twin.firewall.evaluate("Out", "TCP", port).allowed:
-            drop_outbound(lab, port)
-        program = win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
-        behaviour = behaviour_for(host.twin, port, program)
-        if behaviour.listener == "drop":
-            behaviour = behaviour_for_open(host.twin, port, program)
-        address = plan.host_address
-        server = lab.call(
-            "host",
-            lambda: RDPServer(address, port, behaviour, on_event=lambda line: _say(lock, line)),
-        )
-        lab.call("host", server.start)
+        server = serve_host(lab, sc, client.twin, host.twin, on_event=lambda line: _say(lock, line))
         ns.write_resolv(lab.names["client"], lab.dns_server, net.host_name.split(".", 1)[-1])
         session = ns.NetSession(
             sc.id,
@@ -197,7 +185,7 @@ def serve_network(sc: Any, lab_file: Path, reveal: bool, state: Path) -> None:
         _say(lock, "a shell in the client: rdplab netlab shell client   (router, host too)")
         _say(lock, f"dial it there: xfreerdp /v:{net.host_name} /u:USER /p:PASS /cert:ignore")
         if reveal:
-            _say(lock, f"host: {behaviour.reason}")
+            _say(lock, f"host: {server.behaviour.reason}")
         while not stop.wait(0.2):
             pass
     finally:

@@ -43,7 +43,7 @@ def check(scenario: Scenario, session: NetSession) -> ScenarioRun:
             f"the running network lab serves {session.scenario}, not exercise {scenario.id}"
             " (start it with rdplab exercise new --network)"
         )
-    healthy = run_steps_fresh(scenario, SimProvider())
+    healthy = healthy_snapshots(scenario, SimProvider())
     run = rebuild(scenario)
     router = run.lab.router
     if not isinstance(router, SimRouterBackend):
@@ -58,7 +58,7 @@ def check(scenario: Scenario, session: NetSession) -> ScenarioRun:
     return run_steps(run, JUDGE)
 
 
-def run_steps_fresh(scenario: Scenario, provider: Any) -> dict[str, dict[str, Any]]:
+def healthy_snapshots(scenario: Scenario, provider: Any) -> dict[str, dict[str, Any]]:
     """The healthy state the exercise was drawn from (a fresh reset, snapshots taken)."""
     from rdplab.scenario import new_run
 
@@ -92,4 +92,4 @@ def live_connection(scenario: Scenario, session: NetSession, run: ScenarioRun) -
         lambda: probe(answer, port, resolution=evidence, timeout=PROBE_TIMEOUT),
         timeout=4 * PROBE_TIMEOUT + 10,
     )
-    return merge(wire, wire, client.twin, host.twin, scenario, rtwin)
+    return merge(wire, connect(client.twin, host.twin, scenario.network, router=rtwin))

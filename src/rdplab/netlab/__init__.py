@@ -121,14 +121,16 @@ class NetLab:
         return ns_argv(self.ns(role), [shell])
 
     # -- the lab's parts -------------------------------------------------------------------
-    def serve_rdp(self, behaviour: Any = None, port: int = RDP_PORT) -> Any:
+    def serve_rdp(self, behaviour: Any = None, port: int = RDP_PORT, on_event: Any = None) -> Any:
         """Start ``rdplab.serve.RDPServer`` on the host's address inside the host namespace
         (its socket and threads are made there) and stop it at ``close``. Call
         ``server.play`` through ``lab.call("host", ...)``: a listener change rebinds."""
         from rdplab.serve import RDPServer
 
         address = self.plan.host_address
-        server = self.call("host", lambda: RDPServer(address, port, behaviour).start())
+        server = self.call(
+            "host", lambda: RDPServer(address, port, behaviour, on_event=on_event).start()
+        )
         self._servers.append(server)
         return server
 

@@ -23,9 +23,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
-import subprocess
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdplab import windows as win
 from rdplab.backends.router_sim import SimRouterBackend
@@ -33,11 +32,16 @@ from rdplab.backends.sim import SimBackend
 from rdplab.connection import ConnectionResult, Stage, connect
 from rdplab.errors import ProviderError, RdplabError
 from rdplab.lab import Scenario
-from rdplab.netlab.run import ns_argv
+from rdplab.netlab import nft
+from rdplab.network import Network
 from rdplab.providers.base import LabMachines
 from rdplab.providers.sim import SimProvider
 from rdplab.twin import Twin
 from rdplab.twin.router import RouterTwin
+
+if TYPE_CHECKING:
+    from rdplab.netlab import NetLab, NetPlan
+    from rdplab.serve import Behaviour, RDPServer
 
 #: How long the probe waits for each answer. A timeout is the expected answer of every
 #: dropped SYN and stalled handshake, so it bounds the cost of those scenarios.
@@ -88,12 +92,11 @@ class NetnsProvider(SimProvider):
         client, host, router = machines.client, machines.host, machines.router
         assert isinstance(client, SimBackend) and isinstance(host, SimBackend)
         rtwin = router.twin if isinstance(router, SimRouterBackend) else None
-        # the model first, on copies (its client-side effects are the real run's to make)
-        model = connect(
-            copy.deepcopy(client.twin), copy.deepcopy(host.twin), scenario.network, router=rtwin
-        )
         wire = self.wire(scenario, client.twin, host.twin, rtwin)
-        result = merge(wire, model, client.twin, host.twin, scenario, rtwin)
+        # the model after the wire, on the same twins: it makes the client's side effects
+        # once, as mstsc would (and as on sim), and is what the wire must agree with
+        model = connect(client.twin, host.twin, scenario.network, router=rtwin)
+        result = merge(wire, model)
         if (result.failed_stage, result.error_code, result.extended_code) != (
             model.failed_stage,
             model.error_code,
@@ -114,19 +117,12 @@ class NetnsProvider(SimProvider):
     ) -> ConnectionResult:
         """One connection attempt over real packets, as the twins' state says."""
         from rdplab.netlab import build
-        from rdplab.serve import behaviour_for
 
         net = scenario.network
         port = net.target_port
         plan = net_plan(scenario, client, host, router, self.run_id())
         with build(plan) as lab:
-            if not client.firewall.evaluate("Out", "TCP", port).allowed:
-                drop_outbound(lab, port)
-            program = win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
-            behaviour = behaviour_for(host, port, program)
-            if behaviour.listener == "drop":  # the host's nftables drops it for real
-                behaviour = behaviour_for_open(host, port, program)
-            lab.serve_rdp(behaviour, port=port)
+            serve_host(lab, scenario, client, host)
             answer, source = resolve(lab, client, net.host_name)
             if answer is None:
                 failed = ConnectionResult(False, failed_stage="name-resolution")
@@ -156,13 +152,13 @@ class NetnsProvider(SimProvider):
 
 def net_plan(
     scenario: Scenario, client: Twin, host: Twin, router: RouterTwin | None, run_id: str
-) -> Any:
+) -> NetPlan:
     """The netlab plan for the twins' state now."""
     from rdplab.netlab import Forward, NetPlan
 
     net = scenario.network
     port = net.target_port
-    host_address = _address(host) or net.host_address
+    host_address = host.address() or net.host_address
     inbound = host.firewall.evaluate(
         "In", "TCP", port, _program(net), peer=net.peer_address, local_subnet=net.subnet
     )
@@ -191,16 +187,31 @@ def net_plan(
     return NetPlan(**fields)
 
 
-def _program(net: Any) -> str:
+def _program(net: Network) -> str:
     return win.WS_PROGRAM if net.transport == "websocket" else win.TS_PROGRAM
 
 
-def _address(host: Twin) -> str | None:
-    address = getattr(host, "address", None)
-    return address() if callable(address) else None
+def serve_host(
+    lab: NetLab, scenario: Scenario, client: Twin, host: Twin, on_event: Any = None
+) -> RDPServer:
+    """The machines' side of a built lab: the client's own outbound block as a real drop in
+    its namespace, and the host's listener in the host's, answering as its twin says (its
+    firewall is already a real drop: ``net_plan``'s ``host_drop_ports``). Stopped with the
+    lab."""
+    from rdplab.serve import behaviour_for
+
+    port = scenario.network.target_port
+    if not client.firewall.evaluate("Out", "TCP", port).allowed:
+        nft.apply(lab.ns("client"), outbound_drop(port))
+    program = _program(scenario.network)
+    behaviour = behaviour_for(host, port, program)
+    if behaviour.listener == "drop":  # the host's nftables drops it for real
+        behaviour = behaviour_for_open(host, port, program)
+    server: RDPServer = lab.serve_rdp(behaviour, port=port, on_event=on_event)
+    return server
 
 
-def behaviour_for_open(host: Twin, port: int, program: str) -> Any:
+def behaviour_for_open(host: Twin, port: int, program: str) -> Behaviour:
     """The listener's behaviour with the firewall left to the real nftables drop."""
     from rdplab.serve import behaviour_for
 
@@ -211,7 +222,7 @@ def behaviour_for_open(host: Twin, port: int, program: str) -> Any:
     return behaviour_for(opened, port, program)
 
 
-def resolve(lab: Any, client: Twin, name: str) -> tuple[str | None, str]:
+def resolve(lab: NetLab, client: Twin, name: str) -> tuple[str | None, str]:
     """Resolve as the client does: its hosts file and cache (the twin's own state), else
     the lab's DNS server, asked for real from the client namespace."""
     local = client.dns.resolve(name, {})
@@ -220,46 +231,28 @@ def resolve(lab: Any, client: Twin, name: str) -> tuple[str | None, str]:
     return lab.resolve(name), "DNS server in the router namespace"
 
 
-def drop_outbound(lab: Any, port: int) -> None:
-    """The client's own firewall blocks outbound TCP to the port: a real drop in its
-    namespace."""
-    rules = (
+def outbound_drop(port: int) -> str:
+    """The client's own firewall blocking outbound TCP to the port, as nftables rules."""
+    return (
         "table inet rdplab_client {\n"
         " chain output { type filter hook output priority filter; policy accept;\n"
         f"  tcp dport {port} drop\n"
         " }\n}\n"
     )
-    subprocess.run(
-        ns_argv(lab.ns("client"), ["nft", "-f", "-"]),
-        input=rules,
-        text=True,
-        check=True,
-        timeout=10,
-        capture_output=True,
-    )
 
 
-def merge(
-    wire: ConnectionResult,
-    model: ConnectionResult,
-    client: Twin,
-    host: Twin,
-    scenario: Scenario,
-    router: RouterTwin | None,
-) -> ConnectionResult:
+def merge(wire: ConnectionResult, model: ConnectionResult) -> ConnectionResult:
     """The connection's verdict: the wire's, up to where packets decide; past it (the wire
-    got through), the client's own decisions from its twin, run by the model (it also makes
-    the client's side effects, as mstsc would)."""
+    got through), the client's own decisions, which the model took from its twin."""
     if not wire.ok and wire.failed_stage in WIRE_STAGES:
         wire.notes.append("decided on the wire (netns: real packets)")
         return wire
-    decided = connect(client, host, scenario.network, router=router)
     seen = {s.name for s in wire.stages if s.ok}
-    for stage in decided.stages:
+    for stage in model.stages:
         if stage.name not in seen:
             stage.detail += " (the client's own decision, from its twin: no packet decides it)"
-    decided.notes.append(
+    model.notes.append(
         f"wire: {', '.join(s.name for s in wire.stages if s.ok)} passed on real packets"
     )
-    decided.ladder = wire.ladder
-    return decided
+    model.ladder = wire.ladder
+    return model
