@@ -308,8 +308,28 @@ def start_server(
     )
     authorized_keys.chmod(0o600)
 
+    return launch(
+        root, sshd, user, (host_key, host_line), client_key, state, authorized_keys,
+        password_auth=password_auth,
+    )  # fmt: skip
+
+
+def launch(
+    root: Path,
+    sshd: str,
+    user: str,
+    host: tuple[Path, str],
+    client_key: Path,
+    state: Path,
+    authorized_keys: Path,
+    *,
+    password_auth: bool,
+) -> SSHServer:
+    """sshd on a free port of 127.0.0.1 with ``root/sshd_config``, retried when the port
+    was taken between choosing and binding it; ``known_hosts`` names its host key."""
+    host_key, host_line = host
     config = root / "sshd_config"
-    for _ in range(5):  # a free port can be taken between choosing and binding it
+    for _ in range(5):
         server = SSHServer(
             root=root,
             port=free_port(),

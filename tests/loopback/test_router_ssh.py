@@ -34,14 +34,10 @@ from rdplab.ops import Op
 from rdplab.transports.ssh import SSHTransport
 
 from .ssh_server import (
-    HOST,
     PRIVSEP_DIR,
     SSHServer,
-    _sshd_config,
-    _start,
-    _wait_ready,
     find_sshd,
-    free_port,
+    launch,
     make_key,
 )
 
@@ -167,32 +163,11 @@ def start_router_sshd(root: Path, namespace: str) -> SSHServer:
     authorized = root / "authorized_keys"
     authorized.write_text(f'restrict,command="{shell}" {client_line}\n')
     authorized.chmod(0o600)
-    config = root / "sshd_config"
-    for _ in range(5):  # a free port can be taken between choosing and binding it
-        server = SSHServer(
-            root=root,
-            port=free_port(),
-            user="root",
-            host_key=host_key,
-            host_key_line=host_line,
-            known_hosts=root / "known_hosts",
-            client_key=client_key,
-            state_dir=state,
-            log_file=root / "sshd.log",
-            password_auth=False,
-        )
-        key_type, key_b64 = host_line.split()[:2]
-        server.known_hosts.write_text(f"[{HOST}]:{server.port} {key_type} {key_b64}\n")
-        # no login-shell start-up files of the machine running the tests (a pyenv init there
-        # costs a quarter second per command): HOME is an empty directory
-        config.write_text(_sshd_config(server, authorized) + f"SetEnv HOME={root / 'home'}\n")
-        proc = _start(server, sshd, config)
-        if _wait_ready(server, proc):
-            server.process = proc
-            return server
-        if "Address already in use" not in server.log():
-            break
-    raise RuntimeError(f"sshd did not start (exit {proc.returncode}):\n{server.log()}")
+    # the sshd config gives the forced command an empty HOME (no start-up files)
+    return launch(
+        root, sshd, "root", (host_key, host_line), client_key, state, authorized,
+        password_auth=False,
+    )  # fmt: skip
 
 
 def require_root_netns() -> None:
