@@ -14,6 +14,7 @@ from typing import Any
 from rdplab import catalog as cat
 from rdplab.catalog.base import STAGES, Finding
 from rdplab.connection import ConnectionResult
+from rdplab.lab import unreached_past
 from rdplab.scenario import ScenarioRun, offered_fixes
 
 
@@ -93,21 +94,10 @@ def hidden_json(
       declares hidden (``Fault.hides``); on real machines, what a found fault may hide
       (``possible``: it cannot be seen until that fault is fixed)."""
     out: list[dict[str, Any]] = []
-    stages = list(STAGES)
     failed = conn.failed_stage if conn is not None and not conn.ok else None
-    if failed in stages:
-        at = [f for f in findings if cat.get(f.fault).symptom.stage == failed]
-        for f in findings:
-            stage = cat.get(f.fault).symptom.stage
-            if stages.index(stage) > stages.index(str(failed)):
-                out.append(
-                    {
-                        "fault": f"{f.fault}@{f.role}",
-                        "by": [f"{a.fault}@{a.role}" for a in at] or [f"the {failed} failure"],
-                        "kind": "connection",
-                        "reason": f"the connection stops at {failed} and never reaches {stage}",
-                    }
-                )
+    if failed in STAGES:
+        found = [(f"{f.fault}@{f.role}", cat.get(f.fault).symptom.stage) for f in findings]
+        out.extend(m.to_json() for m in unreached_past(str(failed), found))
     if run.provider == "sim" and run.scenario.faults:
         out.extend(m.to_json() for m in run.scenario.hidden().values())
     else:

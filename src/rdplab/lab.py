@@ -193,24 +193,30 @@ class Scenario:
         if not self.faults:
             return []
         first = min(STAGES.index(pf.fault.symptom.stage) for pf in self.faults)
-        at_first = tuple(
-            pf.label for pf in self.faults if STAGES.index(pf.fault.symptom.stage) == first
+        return unreached_past(
+            STAGES[first], [(pf.label, pf.fault.symptom.stage) for pf in self.faults]
         )
-        return [
-            Masked(
-                pf.label,
-                at_first,
-                "connection",
-                f"the connection stops at {STAGES[first]} and never reaches"
-                f" {pf.fault.symptom.stage}",
-            )
-            for pf in self.faults
-            if STAGES.index(pf.fault.symptom.stage) > first
-        ]
 
     def masking(self) -> list[Masked]:
         """Everything hidden in this scenario, from the detectors or from the connection."""
         return list(self.hidden().values()) + self.unreached()
+
+
+def unreached_past(failed: str, faults: Iterable[tuple[str, str]]) -> list[Masked]:
+    """Of ``faults`` (label, the stage its symptom is at), those past the stage the
+    connection fails at, hidden from it by the faults at that stage."""
+    faults = list(faults)
+    at = tuple(label for label, stage in faults if stage == failed) or (f"the {failed} failure",)
+    return [
+        Masked(
+            label,
+            at,
+            "connection",
+            f"the connection stops at {failed} and never reaches {stage}",
+        )
+        for label, stage in faults
+        if STAGES.index(stage) > STAGES.index(failed)
+    ]
 
 
 @dataclass
